@@ -1,0 +1,55 @@
+"""The exception tree, drawn once.
+
+ConnectorError
+ +-- ConfigError          invalid config.yaml; carries every problem with file, line and key path
+ +-- SourceError          a source cannot be read at all (not one bad row: that is a status)
+ +-- SinkError            a sink cannot be used
+      +-- AccountError    the provider refused the account (token, credits, suspended, IP, mask)
+      +-- RetryableSinkError   the provider proved it did not take the message (429, 503, refused)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ConnectorError(Exception):
+    """Base of every error this product raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One problem in a config file, located for a person to fix."""
+
+    file: str
+    line: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where} {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ConfigError(ConnectorError):
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class SourceError(ConnectorError):
+    pass
+
+
+class SinkError(ConnectorError):
+    pass
+
+
+class AccountError(SinkError):
+    pass
+
+
+class RetryableSinkError(SinkError):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

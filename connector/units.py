@@ -1,0 +1,52 @@
+"""Durations (`500ms`, `2s`, `5m`, `1h`, `7d`) and rates (`10/s`, `600/m`) as written in config.yaml."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*(ms|s|m|h|d)\s*$")
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Seconds in a duration. A bare number is seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 500ms, 2s, 5m, 1h or 7d")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    match = _DURATION.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a duration: write it as 500ms, 2s, 5m, 1h or 7d")
+    return float(match.group(1)) * _SECONDS[match.group(2)]
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """`count` events per `per` seconds."""
+
+    count: float
+    per: float
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.per
+
+    def __str__(self) -> str:
+        return f"{self.count:g}/{self.per:g}s"
+
+
+def parse_rate(value: str | Rate) -> Rate:
+    if isinstance(value, Rate):
+        return value
+    match = _RATE.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a rate: write it as 10/s, 600/m or 5/2s")
+    count = float(match.group(1))
+    per = float(match.group(2) or 1) * _SECONDS[match.group(3)]
+    if count <= 0 or per <= 0:
+        raise ValueError("a rate must be positive")
+    return Rate(count, per)

@@ -1,0 +1,87 @@
+"""The plug point every sink implements: send these messages, tell me each outcome.
+
+A sink is handed its `httpx.AsyncClient` (tests and benchmarks choose the transport) and an
+`on_sending` hook that it must await right before a request leaves with those messages: the hook
+makes the `sending` state durable, which is what lets a crash end in `unknown` rather than in a
+second, paid, send.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ClassVar
+
+import httpx
+import structlog
+from pydantic import BaseModel
+
+from connector.events import Message, Outcome
+
+SendingHook = Callable[[Sequence[Message]], Awaitable[None]]
+
+log = structlog.get_logger(__name__)
+
+
+class SinkConfigBase(BaseModel):
+    """Fields every sink accepts."""
+
+    def secrets(self) -> list[str]:
+        """Values that must never reach a log line."""
+        return []
+
+
+class Sink(abc.ABC):
+    """One configured destination for messages."""
+
+    type_name: ClassVar[str]
+    config_model: ClassVar[type[SinkConfigBase]]
+    # Pausing: an account problem (bad token, no credits, ...) holds every message for this sink
+    # instead of failing them, and the pause grows while the problem lasts.
+    first_pause: ClassVar[float] = 30.0
+    longest_pause: ClassVar[float] = 15 * 60.0
+
+    def __init__(self, name: str, config: Any, client: httpx.AsyncClient) -> None:
+        self.name = name
+        self.config = config
+        self.client = client
+        self.paused_until = 0.0
+        self.pause_reason = ""
+        self._next_pause = self.first_pause
+
+    @abc.abstractmethod
+    async def send(self, messages: Sequence[Message], on_sending: SendingHook) -> list[Outcome]:
+        """One outcome per message, in order. Never raises for a provider answer."""
+
+    async def check(self) -> str:
+        """Prove the credentials work where the provider allows it without sending; a summary line.
+
+        Raises AccountError when the provider refuses the account.
+        """
+        return "no credential check available"
+
+    def recipient(self, e164: str) -> str:
+        """The number as this provider wants it written."""
+        return e164
+
+    @property
+    def paused(self) -> bool:
+        return time.monotonic() < self.paused_until
+
+    def pause(self, reason: str) -> None:
+        """Hold this sink's messages for a while; loud, because a person has to act."""
+        self.paused_until = time.monotonic() + self._next_pause
+        self.pause_reason = reason
+        log.error("sink paused", sink=self.name, reason=reason, retry_in_s=round(self._next_pause))
+        self._next_pause = min(self._next_pause * 2, self.longest_pause)
+
+    def resume(self) -> None:
+        if self.pause_reason:
+            log.warning("sink resumed", sink=self.name, after=self.pause_reason)
+        self.paused_until = 0.0
+        self.pause_reason = ""
+        self._next_pause = self.first_pause
+
+    async def aclose(self) -> None:
+        """Release what the sink holds (the shared client is closed by its owner)."""

@@ -1,0 +1,57 @@
+"""Renders and records, sends nothing: every message is appended to a JSON-lines outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Literal
+
+import httpx
+
+from connector.events import Message, Outcome
+from connector.types import STRICT
+from sinks.base import SendingHook, Sink, SinkConfigBase
+
+
+class DryRunConfig(SinkConfigBase):
+    model_config = STRICT
+    type: Literal["dry_run"]
+    path: Path | None = None  # where the outbox JSON lines go; none: only the ledger records it
+
+
+class DryRunSink(Sink):
+    type_name = "dry_run"
+    config_model = DryRunConfig
+
+    def __init__(self, name: str, config: DryRunConfig, client: httpx.AsyncClient) -> None:
+        super().__init__(name, config, client)
+        self._outbox: IO[str] | None = None
+        self._lock = asyncio.Lock()
+
+    async def send(self, messages: Sequence[Message], on_sending: SendingHook) -> list[Outcome]:
+        await on_sending(messages)
+        path = self.config.path
+        if path is not None:
+            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            lines = "".join(
+                json.dumps({"id": m.id, "to": m.to, "text": m.text, "at": stamp}, ensure_ascii=False) + "\n"
+                for m in messages
+            )
+            async with self._lock:
+                if self._outbox is None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    self._outbox = path.open("a", encoding="utf-8")  # noqa: SIM115 - kept open for the sink's life
+                self._outbox.write(lines)
+                self._outbox.flush()
+        return [Outcome.sent("dry-run") for _ in messages]
+
+    async def check(self) -> str:
+        return f"dry run into {self.config.path}" if self.config.path else "dry run (ledger only)"
+
+    async def aclose(self) -> None:
+        if self._outbox is not None:
+            self._outbox.close()
+            self._outbox = None

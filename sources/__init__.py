@@ -1,0 +1,16 @@
+"""Source registry: one module per source type, one line here per module."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from sources.base import Source
+from sources.csv_folder import CsvFolderConfig
+from sources.google_sheets import GoogleSheetsConfig
+from sources.webhook import WebhookConfig
+
+SourceConfig = Annotated[CsvFolderConfig | GoogleSheetsConfig | WebhookConfig, Field(discriminator="type")]
+
+SOURCE_TYPES: dict[str, type[Source]] = {}

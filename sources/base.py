@@ -1,0 +1,82 @@
+"""The plug point every source implements: give me records, here are their statuses.
+
+A source turns its input into `Record`s and hands them to `SourceContext.process`, which applies
+the rules, sends through the ledger and answers one status per record (None where no rule wanted
+the record: it gets no status). The source writes those statuses back in its own way. Statuses
+that change later (a held message sent after its sink resumes) arrive through `write_back`.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel
+
+from connector.events import Record
+
+Process = Callable[[Sequence[Record]], Awaitable[list[str | None]]]
+
+
+class SourceConfigBase(BaseModel):
+    """Fields every source accepts."""
+
+    def secrets(self) -> list[str]:
+        return []
+
+
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    origin: str  # Record.origin of the record whose status changed
+    status: str
+
+
+class Notes(Protocol):
+    """Small durable key-value memory a source may keep in the ledger (batch ids, file names)."""
+
+    async def get_note(self, scope: str, key: str) -> str | None: ...
+    async def set_note(self, scope: str, key: str, value: str) -> None: ...
+
+
+@dataclass(slots=True)
+class SourceContext:
+    """What the runtime lends a source."""
+
+    process: Process
+    notes: Notes
+    base_dir: Path  # relative paths in config.yaml are relative to the config file's folder
+    stopping: asyncio.Event
+    scheduler: Any = None  # APScheduler AsyncIOScheduler while `connector run` is running
+
+
+class Source(abc.ABC):
+    type_name: ClassVar[str]
+    config_model: ClassVar[type[SourceConfigBase]]
+
+    def __init__(self, name: str, config: Any, ctx: SourceContext) -> None:
+        self.name = name
+        self.config = config
+        self.ctx = ctx
+
+    @abc.abstractmethod
+    async def run(self) -> None:
+        """Watch, poll or serve until `ctx.stopping` is set; finish the batch in hand, then return."""
+
+    @abc.abstractmethod
+    async def once(self) -> None:
+        """Take everything due now, process it, write every status back, return."""
+
+    @abc.abstractmethod
+    def preview(self) -> Iterator[Record]:
+        """The records as they stand, read without changing anything. Blocking: call in a thread."""
+
+    async def write_back(self, updates: Sequence[StatusUpdate]) -> None:  # noqa: B027 - optional hook
+        """Statuses that changed after the batch was written (held messages sent later)."""
+
+    async def check(self) -> str:
+        """Prove the source can be read; a one-line summary. Raises SourceError when it cannot."""
+        return "ok"
