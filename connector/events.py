@@ -23,6 +23,7 @@ class Record:
     key: str | None = None  # value of key_column when the source has one
     status: str = ""  # the status cell as it stands ("" when empty, "resend" to ask again)
     problem: str | None = None  # set by the source when the row itself is malformed (ragged row)
+    where: str = ""  # for people: "orders.csv line 12"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,81 @@
+"""`connector run | once | check | preview | status` (SPEC.md "Command line").
+
+Exit codes: 0 done (per-record failures are data); 1 invalid config or unusable credentials;
+2 usage error (argparse's own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+import structlog
+
+from connector import __version__, logs
+from connector.config_loader import LoadedConfig, default_config_path, load_config
+from connector.errors import ConfigError, ConnectorError
+
+log = structlog.get_logger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="connector", description="Send SMS from CSV folders, sheets and webhooks.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", help="config file (default: $CONNECTOR_CONFIG, else ./config.yaml)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("run", parents=[common], help="run every source until SIGINT/SIGTERM")
+    commands.add_parser("once", parents=[common], help="one pass over every source, then exit")
+    check = commands.add_parser("check", parents=[common], help="validate the config and the credentials")
+    check.add_argument("--offline", action="store_true", help="skip the checks that call providers")
+    preview = commands.add_parser("preview", parents=[common], help="show what would be sent; sends nothing")
+    preview.add_argument("--source", action="append", help="only this source (repeatable)")
+    preview.add_argument("--limit", type=int, default=50, help="records to show per source (default 50)")
+    status = commands.add_parser("status", parents=[common], help="counts by state from the ledger")
+    status.add_argument("--recent", type=int, default=10, help="recent failures and unknowns to list")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        loaded = load_config(default_config_path(args.config))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) in the config", file=sys.stderr)
+        return 1
+    config = loaded.config
+    logs.configure(config.log.format, config.log.level, secrets=config.secrets())
+    for warning in loaded.warnings:
+        log.warning("config warning", problem=str(warning))
+    try:
+        return asyncio.run(_dispatch(args, loaded))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    except ConnectorError as exc:
+        log.error("cannot start", error=str(exc))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
+    from connector import commands  # noqa: PLC0415 - keeps `--help` and config errors fast
+
+    match args.command:
+        case "run":
+            return await commands.run(loaded)
+        case "once":
+            return await commands.once(loaded)
+        case "check":
+            return await commands.check(loaded, online=not args.offline)
+        case "preview":
+            return await commands.preview(loaded, args.source, args.limit)
+        case "status":
+            return await commands.status(loaded, args.recent)
+    return 2

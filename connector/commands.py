@@ -1,0 +1,184 @@
+"""What each CLI command does, given a loaded config."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+import structlog
+
+from connector.config_loader import LoadedConfig
+from connector.errors import ConnectorError
+from connector.events import Record
+from connector.http import make_client
+from connector.ledger import State, open_ledger, sqlite_path
+from connector.rules import CompiledRule, compile_rules
+from connector.runtime import Runtime, build_sinks, build_sources
+from connector.segments import count_segments, ro_credits
+from connector.status import stamp
+from sources.base import SourceContext
+
+log = structlog.get_logger(__name__)
+
+
+async def run(loaded: LoadedConfig) -> int:
+    runtime = await Runtime.open(loaded)
+    try:
+        await runtime.run()
+    finally:
+        await runtime.close()
+    return 0
+
+
+async def once(loaded: LoadedConfig) -> int:
+    runtime = await Runtime.open(loaded)
+    try:
+        await runtime.once()
+    finally:
+        await runtime.close()
+    return 0
+
+
+class _NoNotes:
+    """Read-only commands keep no notes."""
+
+    async def get_note(self, scope: str, key: str) -> str | None:
+        return None
+
+    async def set_note(self, scope: str, key: str, value: str) -> None:
+        return None
+
+
+async def _refuse(records: Sequence[Record]) -> list[str | None]:
+    raise ConnectorError("read-only command: nothing is processed")
+
+
+def _offline_context(loaded: LoadedConfig) -> SourceContext:
+    return SourceContext(process=_refuse, notes=_NoNotes(), base_dir=loaded.base_dir, stopping=asyncio.Event())
+
+
+async def check(loaded: LoadedConfig, *, online: bool) -> int:
+    config = loaded.config
+    rules = compile_rules(config.rules)
+    failures = 0
+    lines = [f"{loaded.path}: config is valid", f"  state    {config.state}"]
+    async with make_client(8) as client:
+        sinks = build_sinks(loaded, client)
+        for name, sink in sinks.items():
+            summary, ok = await _probe(sink.check(), online, "credentials")
+            failures += not ok
+            lines.append(f"  sink     {name} ({sink.type_name}): {summary}")
+        sources = build_sources(loaded, _offline_context(loaded))
+        for name, source in sources.items():
+            summary, ok = await _probe(source.check(), True, "source")
+            failures += not ok
+            lines.append(f"  source   {name} ({source.type_name}): {summary}")
+    for rule in rules:
+        cfg = rule.config
+        lines.append(
+            f"  rule     {rule.name}: {', '.join(cfg.sources)} -> {rule.sink}"
+            + (f", when {cfg.when}" if cfg.when else "")
+            + (f", country {cfg.country}" if cfg.country else "")
+            + f", dedupe {cfg.dedupe_window / 86400:g}d"
+        )
+    if not rules:
+        lines.append("  rules    none: nothing will be sent")
+    for warning in loaded.warnings:
+        lines.append(f"warning: {warning}")
+    print("\n".join(lines))
+    if failures:
+        print(f"{failures} source(s)/sink(s) cannot be used", flush=True)
+        return 1
+    return 0
+
+
+async def _probe(check: object, enabled: bool, what: str) -> tuple[str, bool]:
+    assert asyncio.iscoroutine(check)
+    if not enabled:
+        check.close()
+        return "not checked (--offline)", True
+    try:
+        return str(await check), True
+    except ConnectorError as exc:
+        return f"UNUSABLE {what}: {exc}", False
+    except httpx.HTTPError as exc:
+        return f"UNUSABLE {what}: {type(exc).__name__}: {exc}", False
+
+
+async def preview(loaded: LoadedConfig, only: Sequence[str] | None, limit: int) -> int:
+    config = loaded.config
+    rules = compile_rules(config.rules)
+    unknown = [name for name in only or () if name not in config.sources]
+    if unknown:
+        print(f"no source named {', '.join(unknown)} (sources: {', '.join(sorted(config.sources))})")
+        return 2
+    by_source: dict[str, list[CompiledRule]] = defaultdict(list)
+    for rule in rules:
+        for name in rule.sources:
+            by_source[name].append(rule)
+    async with make_client(8) as client:
+        sinks = build_sinks(loaded, client)
+        sources = build_sources(loaded, _offline_context(loaded), only)
+        for name, source in sources.items():
+            records = await asyncio.to_thread(lambda s=source: list(itertools.islice(s.preview(), limit)))
+            print(f"== source {name}: {len(records)} record(s) shown (limit {limit})")
+            for record in records:
+                print(_preview_record(record, by_source[name], sinks))
+    return 0
+
+
+def _preview_record(record: Record, rules: list[CompiledRule], sinks: dict[str, object]) -> str:
+    where = record.where or record.origin
+    if record.problem:
+        return f"{where}: would fail: {record.problem}"
+    if record.status and record.status.strip().lower() != "resend":
+        return f"{where}: already has a status, left alone: {record.status}"
+    lines: list[str] = []
+    for rule in rules:
+        decision = rule.evaluate(record.row)
+        if decision is None:
+            continue
+        if decision.problem or decision.to is None or decision.text is None:
+            lines.append(f"{where}: rule {rule.name}: would fail: {decision.problem}")
+            continue
+        info = count_segments(decision.text)
+        sink = sinks.get(rule.sink)
+        recipient = sink.recipient(decision.to) if hasattr(sink, "recipient") else decision.to
+        cost = f", {ro_credits(decision.text)} RO credit(s)" if getattr(sink, "type_name", "") == "robo_sms_ro" else ""
+        lines.append(
+            f"{where}: rule {rule.name} -> {rule.sink} to {recipient}: {decision.text!r}\n"
+            f"    {info.segments} segment(s) {info.encoding}, {info.characters} characters{cost}"
+        )
+    return "\n".join(lines) if lines else f"{where}: no rule applies"
+
+
+async def status(loaded: LoadedConfig, recent: int) -> int:
+    path = sqlite_path(loaded.config.state, loaded.base_dir)
+    if path is not None and not Path(path).exists():
+        print(f"no ledger yet at {path}: nothing has been processed")
+        return 0
+    ledger = await open_ledger(loaded.config.state, loaded.base_dir, str(loaded.path))
+    try:
+        counts = await ledger.counts()
+        problems = await ledger.recent([State.FAILED, State.UNKNOWN], recent)
+    finally:
+        await ledger.close()
+    table: dict[tuple[str, str], dict[State, int]] = defaultdict(dict)
+    for row in counts:
+        table[(row.source, row.rule)][row.state] = row.count
+    states = list(State)
+    print(f"{'source':<16} {'rule':<24} " + " ".join(f"{s.value:>8}" for s in states))
+    for (source, rule), by_state in sorted(table.items()):
+        print(f"{source:<16} {rule:<24} " + " ".join(f"{by_state.get(s, 0):>8}" for s in states))
+    if not table:
+        print("(no sends recorded)")
+    if problems:
+        print("\nmost recent failures and unknowns:")
+        for entry in problems:
+            print(f"  {stamp(entry.updated_at)} {entry.source}/{entry.rule} {entry.recipient or '-'}: "
+                  f"{entry.state.value}: {entry.detail}")
+    return 0

@@ -1,0 +1,194 @@
+"""The path of a record: rules -> identity -> ledger claim -> sink -> ledger outcome -> status.
+
+Sources call `Engine.process(records)` and get one status per record back (None where no rule
+wanted it). Held messages are retried later by `Engine.retry_pending`, whose new statuses the
+runtime hands back to the sources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from connector.events import Message, Outcome, OutcomeKind, Record
+from connector.ledger import Claim, ClaimResult, Entry, Ledger, State, Transition
+from connector.rules import CompiledRule
+from connector.status import failed, is_resend, of_duplicate, of_entry
+from sinks.base import Sink
+
+log = structlog.get_logger(__name__)
+
+_STATE_OF = {
+    OutcomeKind.SENT: State.SENT,
+    OutcomeKind.FAILED: State.FAILED,
+    OutcomeKind.HELD: State.PENDING,
+    OutcomeKind.UNKNOWN: State.UNKNOWN,
+}
+
+
+def identity_key(*parts: str) -> str:
+    """The idempotency key: a digest of (source, rule, identity), stable across runs."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        digest.update(part.encode("utf-8", "surrogatepass"))
+        digest.update(b"\x1f")
+    return digest.hexdigest()
+
+
+@dataclass(slots=True)
+class _Slot:
+    """One (record, rule) pair on its way through the pipeline."""
+
+    record: int
+    rule: str
+    status: str | None = None
+    entry: Entry | None = None
+
+
+class Engine:
+    def __init__(self, rules: Sequence[CompiledRule], sinks: Mapping[str, Sink], ledger: Ledger) -> None:
+        self.sinks = sinks
+        self.ledger = ledger
+        self._rules: dict[str, list[CompiledRule]] = defaultdict(list)
+        for rule in rules:
+            for source in rule.sources:
+                self._rules[source].append(rule)
+        self._inflight: set[str] = set()
+
+    def rules_for(self, source: str) -> list[CompiledRule]:
+        return self._rules.get(source, [])
+
+    async def process(self, records: Sequence[Record]) -> list[str | None]:
+        statuses: list[str | None] = [None] * len(records)
+        slots: list[_Slot] = []
+        claims: list[Claim] = []
+        now = time.time()
+        for index, record in enumerate(records):
+            if record.status and not is_resend(record.status):
+                statuses[index] = record.status  # settled earlier: keep what the cell says
+                continue
+            if record.problem is not None:
+                statuses[index] = failed(record.problem)
+                continue
+            for rule in self.rules_for(record.source):
+                decision = rule.evaluate(record.row)
+                if decision is None:
+                    continue
+                claims.append(self._claim(record, rule, decision.to, decision.text, decision.problem, now))
+                slots.append(_Slot(index, rule.name))
+        if claims:
+            await self._settle(slots, claims)
+        by_record: dict[int, list[_Slot]] = defaultdict(list)
+        for slot in slots:
+            by_record[slot.record].append(slot)
+        for index, record_slots in by_record.items():
+            statuses[index] = _combine(record_slots)
+        return statuses
+
+    def _claim(
+        self, record: Record, rule: CompiledRule, to: str | None, text: str | None, problem: str | None, now: float
+    ) -> Claim:
+        expires_at: float | None = None
+        if record.key is not None:
+            key = identity_key(record.source, rule.name, "key", record.key)
+        elif problem is not None or to is None or text is None:
+            key = identity_key(record.source, rule.name, "origin", record.origin)
+        else:
+            key = identity_key(record.source, rule.name, "message", to, text)
+            expires_at = now + rule.config.dedupe_window
+        return Claim(
+            key=key,
+            source=record.source,
+            rule=rule.name,
+            sink=rule.sink,
+            origin=record.origin,
+            recipient=to or "",
+            text=text or "",
+            expires_at=expires_at,
+            force=is_resend(record.status),
+            failed=problem,
+        )
+
+    async def _settle(self, slots: list[_Slot], claims: list[Claim]) -> None:
+        answers = await self.ledger.claim(claims)
+        to_send: dict[str, list[tuple[_Slot, Entry]]] = defaultdict(list)
+        for slot, (result, entry) in zip(slots, answers, strict=True):
+            slot.entry = entry
+            if result is ClaimResult.DUPLICATE:
+                slot.status = of_duplicate(entry)
+            elif entry.state is State.PENDING and entry.key not in self._inflight:
+                to_send[entry.sink].append((slot, entry))
+            else:
+                slot.status = of_entry(entry)
+        if to_send:
+            await asyncio.gather(*(self._send(sink, pairs) for sink, pairs in to_send.items()))
+
+    async def _send(self, sink_name: str, pairs: list[tuple[_Slot, Entry]]) -> None:
+        entries = [entry for _, entry in pairs]
+        finished = await self.send_entries(sink_name, entries)
+        for (slot, _), entry in zip(pairs, finished, strict=True):
+            slot.status = of_entry(entry)
+
+    async def send_entries(self, sink_name: str, entries: Sequence[Entry]) -> list[Entry]:
+        """Send pending entries through one sink; answer each entry as it now stands."""
+        sink = self.sinks[sink_name]
+        keys = [e.key for e in entries]
+        self._inflight.update(keys)
+        try:
+            messages = [
+                Message(id=e.key, to=e.recipient, text=e.text, meta={"rule": e.rule, "source": e.source})
+                for e in entries
+            ]
+            outcomes = await sink.send(messages, self._on_sending)
+            transitions = [Transition(e.key, _STATE_OF[o.kind], o.detail) for e, o in zip(entries, outcomes, strict=True)]
+            await self.ledger.record(transitions)
+        finally:
+            self._inflight.difference_update(keys)
+        now = time.time()
+        return [_settled(e, o, now) for e, o in zip(entries, outcomes, strict=True)]
+
+    async def _on_sending(self, messages: Sequence[Message]) -> None:
+        await self.ledger.mark_sending([m.id for m in messages])
+
+    async def retry_pending(self, limit: int = 500) -> list[Entry]:
+        """Held messages whose sink is not paused, sent again. Answers the entries that settled."""
+        ready = [name for name, sink in self.sinks.items() if not sink.paused]
+        pending = [e for e in await self.ledger.pending(ready, limit) if e.key not in self._inflight]
+        by_sink: dict[str, list[Entry]] = defaultdict(list)
+        for entry in pending:
+            by_sink[entry.sink].append(entry)
+        results = await asyncio.gather(*(self.send_entries(name, group) for name, group in by_sink.items()))
+        settled = [e for group in results for e in group if e.state is not State.PENDING]
+        if pending:
+            log.info("retried held messages", tried=len(pending), settled=len(settled))
+        return settled
+
+
+def _settled(entry: Entry, outcome: Outcome, now: float) -> Entry:
+    return Entry(
+        key=entry.key,
+        source=entry.source,
+        rule=entry.rule,
+        sink=entry.sink,
+        origin=entry.origin,
+        recipient=entry.recipient,
+        text=entry.text,
+        state=_STATE_OF[outcome.kind],
+        detail=outcome.detail,
+        attempts=entry.attempts + 1,
+        created_at=entry.created_at,
+        updated_at=now,
+    )
+
+
+def _combine(slots: list[_Slot]) -> str | None:
+    """One status cell per record: a record that several rules wanted shows each, rule by rule."""
+    if len(slots) == 1:
+        return slots[0].status
+    return " | ".join(f"{s.status} [{s.rule}]" for s in slots)

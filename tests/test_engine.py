@@ -1,0 +1,177 @@
+"""The engine end to end inside one process: rules -> ledger -> sink -> statuses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from connector.config import RuleConfig
+from connector.engine import Engine
+from connector.events import Message, Outcome, Record
+from connector.ledger import Ledger, State, open_ledger
+from connector.rules import compile_rules
+from sinks.base import SendingHook, Sink
+
+
+class ScriptedSink(Sink):
+    """A sink whose answers a test decides; it keeps what it was asked to send."""
+
+    type_name = "scripted"
+
+    def __init__(self, answer: Callable[[Message], Outcome] | None = None) -> None:
+        super().__init__("s", None, httpx.AsyncClient())
+        self.answer = answer or (lambda m: Outcome.sent(f"id-{m.to[-3:]}"))
+        self.sent: list[Message] = []
+        self.marked_before_send: list[bool] = []
+
+    async def send(self, messages: Sequence[Message], on_sending: SendingHook) -> list[Outcome]:
+        if self.paused:
+            return [Outcome.held(f"paused: {self.pause_reason}") for _ in messages]
+        await on_sending(messages)
+        self.sent.extend(messages)
+        return [self.answer(m) for m in messages]
+
+
+def rule(**overrides: Any) -> RuleConfig:
+    base: dict[str, Any] = {
+        "name": "confirm", "source": "erp", "to": "{{ row['Phone'] }}", "country": "RO",
+        "message": "Hi {{ row['Name'] }}", "sink": "s", "when": "row['Status'] == 'ok'",
+    }
+    base.update(overrides)
+    return RuleConfig.model_validate(base)
+
+
+def rec(phone: str = "0740123456", name: str = "Ana", status_cell: str = "", origin: str = "f1:2",
+        key: str | None = None, state: str = "ok", problem: str | None = None) -> Record:
+    return Record(source="erp", row={"Phone": phone, "Name": name, "Status": state}, origin=origin,
+                  key=key, status=status_cell, problem=problem)
+
+
+@pytest.fixture
+async def ledger(tmp_path: Path) -> Ledger:
+    ledger = await open_ledger("sqlite:///l.db", tmp_path)
+    yield ledger
+    await ledger.close()
+
+
+def engine(ledger: Ledger, sink: Sink, *rules: RuleConfig) -> Engine:
+    return Engine(compile_rules(list(rules) or [rule()]), {"s": sink}, ledger)
+
+
+async def test_statuses_for_send_fail_and_no_rule(ledger: Ledger) -> None:
+    sink = ScriptedSink()
+    statuses = await engine(ledger, sink).process(
+        [rec(), rec("0212345678", origin="f1:3"), rec(state="no", origin="f1:4"), rec("12", origin="f1:5")]
+    )
+    assert statuses[0] is not None and statuses[0].startswith("sent ") and statuses[0].endswith("id-456")
+    assert statuses[1] is not None and statuses[1].startswith("failed: ") and "fixed-line" in statuses[1]
+    assert statuses[2] is None
+    assert statuses[3] is not None and statuses[3].startswith("failed: ")
+    assert [m.to for m in sink.sent] == ["+40740123456"]
+
+
+async def test_reread_of_the_same_record_reports_without_resending(ledger: Ledger) -> None:
+    sink = ScriptedSink()
+    first = await engine(ledger, sink).process([rec()])
+    again = await engine(ledger, sink).process([rec()])
+    assert again == first
+    assert len(sink.sent) == 1
+
+
+async def test_same_message_from_another_record_is_skipped(ledger: Ledger) -> None:
+    sink = ScriptedSink()
+    await engine(ledger, sink).process([rec()])
+    [status] = await engine(ledger, sink).process([rec(origin="f2:2")])
+    assert status is not None and status.startswith("skipped: duplicate of a message already sent")
+    assert len(sink.sent) == 1
+
+
+async def test_dedupe_window_zero_lets_the_same_text_go_again(ledger: Ledger) -> None:
+    sink = ScriptedSink()
+    await engine(ledger, sink, rule(dedupe_window="0s")).process([rec()])
+    [status] = await engine(ledger, sink, rule(dedupe_window="0s")).process([rec(origin="f2:2")])
+    assert status is not None and status.startswith("sent ")
+    assert len(sink.sent) == 2
+
+
+async def test_key_identity_never_sends_twice_even_with_new_text(ledger: Ledger) -> None:
+    sink = ScriptedSink()
+    await engine(ledger, sink).process([rec(key="A-1")])
+    [status] = await engine(ledger, sink).process([rec(key="A-1", name="Other", origin="f2:2")])
+    assert status is not None and status.startswith("skipped: ")
+    assert len(sink.sent) == 1
+
+
+async def test_resend_sends_again_exactly_once(ledger: Ledger) -> None:
+    sink = ScriptedSink()
+    await engine(ledger, sink).process([rec(key="A-1")])
+    [status] = await engine(ledger, sink).process([rec(key="A-1", status_cell="resend")])
+    assert status is not None and status.startswith("sent ")
+    [kept] = await engine(ledger, sink).process([rec(key="A-1", status_cell=status)])
+    assert kept == status
+    assert len(sink.sent) == 2
+
+
+async def test_existing_status_and_malformed_rows(ledger: Ledger) -> None:
+    sink = ScriptedSink()
+    statuses = await engine(ledger, sink).process(
+        [rec(status_cell="sent earlier"), rec(problem="row has 5 fields, header has 4", origin="f1:3")]
+    )
+    assert statuses == ["sent earlier", "failed: row has 5 fields, header has 4"]
+    assert sink.sent == []
+
+
+async def test_held_while_paused_then_sent_by_retry(ledger: Ledger) -> None:
+    sink = ScriptedSink()
+    sink.pause("no credits")
+    eng = engine(ledger, sink)
+    [status] = await eng.process([rec()])
+    assert status == "pending (paused: no credits)"
+    assert await eng.retry_pending() == []  # still paused: nothing tried
+    sink.resume()
+    [entry] = await eng.retry_pending()
+    assert entry.state is State.SENT and entry.origin == "f1:2"
+    assert len(sink.sent) == 1
+
+
+async def test_unknown_is_never_resent(ledger: Ledger) -> None:
+    sink = ScriptedSink(lambda m: Outcome.unknown("read timeout"))
+    eng = engine(ledger, sink)
+    [status] = await eng.process([rec()])
+    assert status == "unknown: read timeout"
+    assert await eng.retry_pending() == []
+    assert await eng.process([rec()]) == ["unknown: read timeout"]
+    assert len(sink.sent) == 1
+
+
+async def test_sending_is_durable_before_the_sink_sends(ledger: Ledger) -> None:
+    seen: list[State] = []
+
+    class Peeking(ScriptedSink):
+        async def send(self, messages: Sequence[Message], on_sending: SendingHook) -> list[Outcome]:
+            await on_sending(messages)
+            [(_, entry)] = await ledger.claim([_claim_like(messages[0])])
+            seen.append(entry.state)
+            return [Outcome.sent("x") for _ in messages]
+
+    await engine(ledger, Peeking()).process([rec()])
+    assert seen == [State.SENDING]
+
+
+def _claim_like(message: Message) -> Any:
+    from connector.ledger import Claim
+
+    return Claim(key=message.id, source="erp", rule="confirm", sink="s", origin="f1:2",
+                 recipient=message.to, text=message.text, expires_at=None)
+
+
+async def test_several_rules_share_one_status_cell(ledger: Ledger) -> None:
+    sink = ScriptedSink()
+    eng = engine(ledger, sink, rule(), rule(name="ops", to="+40741000111", message="Order for {{ row['Name'] }}"))
+    [status] = await eng.process([rec()])
+    assert status is not None and status.startswith("sent ") and "[confirm]" in status and "[ops]" in status
+    assert len(sink.sent) == 2
