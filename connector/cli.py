@@ -21,7 +21,9 @@ log = structlog.get_logger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="connector", description="Send SMS from CSV folders, sheets and webhooks.")
+    parser = argparse.ArgumentParser(
+        prog="connector", description="Send SMS from CSV folders, sheets and webhooks."
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config", help="config file (default: $CONNECTOR_CONFIG, else ./config.yaml)")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import defaultdict
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 
 import httpx
 import structlog
@@ -20,7 +19,8 @@ from connector.rules import CompiledRule, compile_rules
 from connector.runtime import Runtime, build_sinks, build_sources
 from connector.segments import count_segments, ro_credits
 from connector.status import stamp
-from sources.base import SourceContext
+from sinks.base import Sink
+from sources.base import Source, SourceContext
 
 log = structlog.get_logger(__name__)
 
@@ -58,7 +58,9 @@ async def _refuse(records: Sequence[Record]) -> list[str | None]:
 
 
 def _offline_context(loaded: LoadedConfig) -> SourceContext:
-    return SourceContext(process=_refuse, notes=_NoNotes(), base_dir=loaded.base_dir, stopping=asyncio.Event())
+    return SourceContext(
+        process=_refuse, notes=_NoNotes(), base_dir=loaded.base_dir, stopping=asyncio.Event()
+    )
 
 
 async def check(loaded: LoadedConfig, *, online: bool) -> int:
@@ -124,14 +126,18 @@ async def preview(loaded: LoadedConfig, only: Sequence[str] | None, limit: int) 
         sinks = build_sinks(loaded, client)
         sources = build_sources(loaded, _offline_context(loaded), only)
         for name, source in sources.items():
-            records = await asyncio.to_thread(lambda s=source: list(itertools.islice(s.preview(), limit)))
+            records = await asyncio.to_thread(_first, source, limit)
             print(f"== source {name}: {len(records)} record(s) shown (limit {limit})")
             for record in records:
                 print(_preview_record(record, by_source[name], sinks))
     return 0
 
 
-def _preview_record(record: Record, rules: list[CompiledRule], sinks: dict[str, object]) -> str:
+def _first(source: Source, limit: int) -> list[Record]:
+    return list(itertools.islice(source.preview(), limit))
+
+
+def _preview_record(record: Record, rules: list[CompiledRule], sinks: Mapping[str, Sink]) -> str:
     where = record.where or record.origin
     if record.problem:
         return f"{where}: would fail: {record.problem}"
@@ -147,8 +153,12 @@ def _preview_record(record: Record, rules: list[CompiledRule], sinks: dict[str, 
             continue
         info = count_segments(decision.text)
         sink = sinks.get(rule.sink)
-        recipient = sink.recipient(decision.to) if hasattr(sink, "recipient") else decision.to
-        cost = f", {ro_credits(decision.text)} RO credit(s)" if getattr(sink, "type_name", "") == "robo_sms_ro" else ""
+        recipient = sink.recipient(decision.to) if sink is not None else decision.to
+        cost = (
+            f", {ro_credits(decision.text)} RO credit(s)"
+            if sink is not None and sink.type_name == "robo_sms_ro"
+            else ""
+        )
         lines.append(
             f"{where}: rule {rule.name} -> {rule.sink} to {recipient}: {decision.text!r}\n"
             f"    {info.segments} segment(s) {info.encoding}, {info.characters} characters{cost}"
@@ -158,7 +168,7 @@ def _preview_record(record: Record, rules: list[CompiledRule], sinks: dict[str, 
 
 async def status(loaded: LoadedConfig, recent: int) -> int:
     path = sqlite_path(loaded.config.state, loaded.base_dir)
-    if path is not None and not Path(path).exists():
+    if path is not None and not await asyncio.to_thread(path.exists):
         print(f"no ledger yet at {path}: nothing has been processed")
         return 0
     ledger = await open_ledger(loaded.config.state, loaded.base_dir, str(loaded.path))
@@ -179,6 +189,8 @@ async def status(loaded: LoadedConfig, recent: int) -> int:
     if problems:
         print("\nmost recent failures and unknowns:")
         for entry in problems:
-            print(f"  {stamp(entry.updated_at)} {entry.source}/{entry.rule} {entry.recipient or '-'}: "
-                  f"{entry.state.value}: {entry.detail}")
+            print(
+                f"  {stamp(entry.updated_at)} {entry.source}/{entry.rule} {entry.recipient or '-'}: "
+                f"{entry.state.value}: {entry.detail}"
+            )
     return 0

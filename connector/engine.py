@@ -92,7 +92,13 @@ class Engine:
         return statuses
 
     def _claim(
-        self, record: Record, rule: CompiledRule, to: str | None, text: str | None, problem: str | None, now: float
+        self,
+        record: Record,
+        rule: CompiledRule,
+        to: str | None,
+        text: str | None,
+        problem: str | None,
+        now: float,
     ) -> Claim:
         expires_at: float | None = None
         if record.key is not None:
@@ -146,7 +152,9 @@ class Engine:
                 for e in entries
             ]
             outcomes = await sink.send(messages, self._on_sending)
-            transitions = [Transition(e.key, _STATE_OF[o.kind], o.detail) for e, o in zip(entries, outcomes, strict=True)]
+            transitions = [
+                Transition(e.key, _STATE_OF[o.kind], o.detail) for e, o in zip(entries, outcomes, strict=True)
+            ]
             await self.ledger.record(transitions)
         finally:
             self._inflight.difference_update(keys)

@@ -28,7 +28,9 @@ class Redactor:
                     value = value.replace(secret, REDACTED)
             return value
         if isinstance(value, dict):
-            return {k: REDACTED if str(k).lower() in SECRET_FIELDS else self._scrub(v) for k, v in value.items()}
+            return {
+                k: REDACTED if str(k).lower() in SECRET_FIELDS else self._scrub(v) for k, v in value.items()
+            }
         if isinstance(value, list | tuple):
             return type(value)(self._scrub(v) for v in value)
         return value
@@ -71,8 +73,12 @@ def configure(
     )
     # Libraries' own logging (APScheduler, watchdog, httpx) goes through the same renderer and redactor.
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=[
-        structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)

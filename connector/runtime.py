@@ -44,15 +44,18 @@ def build_sinks(loaded: LoadedConfig, client: httpx.AsyncClient) -> dict[str, Si
             problems.append(_unavailable(loaded, f"sinks.{name}.type", cfg.type))
             continue
         path = getattr(cfg, "path", None)
+        resolved = cfg
         if isinstance(path, Path) and not path.is_absolute():
-            cfg = cfg.model_copy(update={"path": loaded.base_dir / path})
-        sinks[name] = sink_type(name, cfg, client)
+            resolved = cfg.model_copy(update={"path": loaded.base_dir / path})
+        sinks[name] = sink_type(name, resolved, client)
     if problems:
         raise ConfigError(problems)
     return sinks
 
 
-def build_sources(loaded: LoadedConfig, ctx: SourceContext, only: Sequence[str] | None = None) -> dict[str, Source]:
+def build_sources(
+    loaded: LoadedConfig, ctx: SourceContext, only: Sequence[str] | None = None
+) -> dict[str, Source]:
     problems: list[ConfigProblem] = []
     sources: dict[str, Source] = {}
     for name, cfg in loaded.config.sources.items():
@@ -100,7 +103,9 @@ class Runtime:
             sinks = build_sinks(loaded, client)
             engine = Engine(rules, sinks, ledger)
             stopping = asyncio.Event()
-            ctx = SourceContext(process=engine.process, notes=ledger, base_dir=loaded.base_dir, stopping=stopping)
+            ctx = SourceContext(
+                process=engine.process, notes=ledger, base_dir=loaded.base_dir, stopping=stopping
+            )
             sources = build_sources(loaded, ctx, only_sources)
         except BaseException:
             await client.aclose()
@@ -154,8 +159,13 @@ class Runtime:
         self._install_signals(loop)
         scheduler = AsyncIOScheduler(event_loop=loop, timezone="UTC")
         scheduler.add_job(
-            self.retry_held, "interval", seconds=RETRY_EVERY_S, id="retry-held",
-            max_instances=1, coalesce=True, misfire_grace_time=RETRY_EVERY_S,
+            self.retry_held,
+            "interval",
+            seconds=RETRY_EVERY_S,
+            id="retry-held",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=RETRY_EVERY_S,
         )
         self.scheduler = scheduler
         for source in self.sources.values():

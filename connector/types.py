@@ -14,5 +14,9 @@ Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(lam
 RateLimit = Annotated[Rate, BeforeValidator(parse_rate), PlainSerializer(str)]
 """A ceiling such as 10/s."""
 
-STRICT = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
-"""Unknown keys are errors: a typo in config.yaml must never be silently ignored."""
+STRICT = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, coerce_numbers_to_str=True)
+"""Unknown keys are errors: a typo in config.yaml must never be silently ignored.
+
+Numbers are taken as text where text is expected: YAML reads `device_id: 42` or `worksheet: 2024`
+as numbers, and refusing them would only puzzle the person editing the file.
+"""

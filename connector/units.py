@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -10,11 +11,14 @@ _SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*(ms|s|m|h|d)\s*$")
 
 
-def parse_duration(value: str | float | int) -> float:
+def parse_duration(value: object) -> float:
     """Seconds in a duration. A bare number is seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 500ms, 2s, 5m, 1h or 7d")
+    # Only ValueError reaches the user as a located config problem: pydantic lets a TypeError escape.
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError("expected a duration such as 500ms, 2s, 5m, 1h or 7d")  # noqa: TRY004 - see above
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError("a duration must be a finite number")
         if value < 0:
             raise ValueError("a duration cannot be negative")
         return float(value)
@@ -36,12 +40,17 @@ class Rate:
         return self.count / self.per
 
     def __str__(self) -> str:
-        return f"{self.count:g}/{self.per:g}s"
+        return f"{self.count:g}/s" if self.per == 1 else f"{self.count:g}/{self.per:g}s"
 
 
-def parse_rate(value: str | Rate) -> Rate:
+def parse_rate(value: object) -> Rate:
+    """A rate such as `10/s`, `600/m` or `5/2s` (5 every 2 seconds)."""
     if isinstance(value, Rate):
         return value
+    if not isinstance(value, str):
+        # A bare number does not say per what: 10 a second and 10 a minute are both plausible.
+        # ValueError, not TypeError: only ValueError becomes a located config problem.
+        raise ValueError("expected a rate with its period, such as 10/s, 600/m or 5/2s")  # noqa: TRY004
     match = _RATE.match(value)
     if not match:
         raise ValueError(f"{value!r} is not a rate: write it as 10/s, 600/m or 5/2s")

@@ -83,5 +83,5 @@ class Sink(abc.ABC):
         self.pause_reason = ""
         self._next_pause = self.first_pause
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most sinks hold nothing
         """Release what the sink holds (the shared client is closed by its owner)."""

@@ -43,7 +43,7 @@ class DryRunSink(Sink):
             async with self._lock:
                 if self._outbox is None:
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    self._outbox = path.open("a", encoding="utf-8")  # noqa: SIM115 - kept open for the sink's life
+                    self._outbox = path.open("a", encoding="utf-8")
                 self._outbox.write(lines)
                 self._outbox.flush()
         return [Outcome.sent("dry-run") for _ in messages]

@@ -38,17 +38,35 @@ class ScriptedSink(Sink):
 
 def rule(**overrides: Any) -> RuleConfig:
     base: dict[str, Any] = {
-        "name": "confirm", "source": "erp", "to": "{{ row['Phone'] }}", "country": "RO",
-        "message": "Hi {{ row['Name'] }}", "sink": "s", "when": "row['Status'] == 'ok'",
+        "name": "confirm",
+        "source": "erp",
+        "to": "{{ row['Phone'] }}",
+        "country": "RO",
+        "message": "Hi {{ row['Name'] }}",
+        "sink": "s",
+        "when": "row['Status'] == 'ok'",
     }
     base.update(overrides)
     return RuleConfig.model_validate(base)
 
 
-def rec(phone: str = "0740123456", name: str = "Ana", status_cell: str = "", origin: str = "f1:2",
-        key: str | None = None, state: str = "ok", problem: str | None = None) -> Record:
-    return Record(source="erp", row={"Phone": phone, "Name": name, "Status": state}, origin=origin,
-                  key=key, status=status_cell, problem=problem)
+def rec(
+    phone: str = "0740123456",
+    name: str = "Ana",
+    status_cell: str = "",
+    origin: str = "f1:2",
+    key: str | None = None,
+    state: str = "ok",
+    problem: str | None = None,
+) -> Record:
+    return Record(
+        source="erp",
+        row={"Phone": phone, "Name": name, "Status": state},
+        origin=origin,
+        key=key,
+        status=status_cell,
+        problem=problem,
+    )
 
 
 @pytest.fixture
@@ -165,13 +183,23 @@ async def test_sending_is_durable_before_the_sink_sends(ledger: Ledger) -> None:
 def _claim_like(message: Message) -> Any:
     from connector.ledger import Claim
 
-    return Claim(key=message.id, source="erp", rule="confirm", sink="s", origin="f1:2",
-                 recipient=message.to, text=message.text, expires_at=None)
+    return Claim(
+        key=message.id,
+        source="erp",
+        rule="confirm",
+        sink="s",
+        origin="f1:2",
+        recipient=message.to,
+        text=message.text,
+        expires_at=None,
+    )
 
 
 async def test_several_rules_share_one_status_cell(ledger: Ledger) -> None:
     sink = ScriptedSink()
-    eng = engine(ledger, sink, rule(), rule(name="ops", to="+40741000111", message="Order for {{ row['Name'] }}"))
+    eng = engine(
+        ledger, sink, rule(), rule(name="ops", to="+40741000111", message="Order for {{ row['Name'] }}")
+    )
     [status] = await eng.process([rec()])
     assert status is not None and status.startswith("sent ") and "[confirm]" in status and "[ops]" in status
     assert len(sink.sent) == 2

@@ -12,10 +12,26 @@ import pytest
 from connector.ledger import Claim, ClaimResult, Ledger, State, Transition, open_ledger
 
 
-def claim(key: str, origin: str = "f1:2", *, expires_at: float | None = None, force: bool = False,
-          failed: str | None = None) -> Claim:
-    return Claim(key=key, source="erp", rule="r", sink="ro", origin=origin, recipient="+40740123456",
-                 text="hi", expires_at=expires_at, force=force, failed=failed)
+def claim(
+    key: str,
+    origin: str = "f1:2",
+    *,
+    expires_at: float | None = None,
+    force: bool = False,
+    failed: str | None = None,
+) -> Claim:
+    return Claim(
+        key=key,
+        source="erp",
+        rule="r",
+        sink="ro",
+        origin=origin,
+        recipient="+40740123456",
+        text="hi",
+        expires_at=expires_at,
+        force=force,
+        failed=failed,
+    )
 
 
 @pytest.fixture
@@ -110,10 +126,13 @@ async def test_concurrent_callers_share_commits_and_each_gets_its_answer(ledger:
 
 
 async def test_one_bad_job_does_not_undo_the_others(ledger: Ledger) -> None:
-    bad_claim = Claim(key="k2", source="erp", rule="r", sink="ro", origin="o", recipient="x",
-                      text=None, expires_at=None)  # type: ignore[arg-type]  # NOT NULL violation
+    bad_claim = Claim(
+        key="k2", source="erp", rule="r", sink="ro", origin="o", recipient="x", text=None, expires_at=None
+    )  # type: ignore[arg-type]  # NOT NULL violation
     results = await asyncio.gather(
-        ledger.claim([claim("k1")]), ledger.claim([bad_claim]), ledger.set_note("s", "k", "v"),
+        ledger.claim([claim("k1")]),
+        ledger.claim([bad_claim]),
+        ledger.set_note("s", "k", "v"),
         return_exceptions=True,
     )
     assert isinstance(results[1], sqlite3.IntegrityError)

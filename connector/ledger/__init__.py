@@ -8,7 +8,17 @@ from connector.errors import ConfigError, ConfigProblem
 from connector.ledger.base import Claim, ClaimResult, Counts, Entry, Ledger, State, Transition
 from connector.ledger.sqlite import SqliteLedger
 
-__all__ = ["Claim", "ClaimResult", "Counts", "Entry", "Ledger", "State", "Transition", "open_ledger", "sqlite_path"]
+__all__ = [
+    "Claim",
+    "ClaimResult",
+    "Counts",
+    "Entry",
+    "Ledger",
+    "State",
+    "Transition",
+    "open_ledger",
+    "sqlite_path",
+]
 
 
 def sqlite_path(url: str, base_dir: Path) -> Path | None:
@@ -26,5 +36,12 @@ async def open_ledger(url: str, base_dir: Path, config_file: str = "config.yaml"
         return await SqliteLedger.open(path)
     scheme = url.split(":", 1)[0]
     raise ConfigError(
-        [ConfigProblem(config_file, None, "state", f"ledger scheme {scheme!r} is not supported yet (use sqlite:///FILE)")]
+        [
+            ConfigProblem(
+                config_file,
+                None,
+                "state",
+                f"ledger scheme {scheme!r} is not supported yet (use sqlite:///FILE)",
+            )
+        ]
     )

@@ -273,7 +273,8 @@ class SqliteLedger(Ledger):
     async def set_note(self, scope: str, key: str, value: str) -> None:
         await self._call(
             lambda conn: conn.execute(
-                "INSERT INTO notes VALUES (?, ?, ?) ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
+                "INSERT INTO notes VALUES (?, ?, ?) "
+                "ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
                 (scope, key, value),
             )
         )
@@ -305,7 +306,20 @@ def _claim_one(conn: sqlite3.Connection, c: Claim, now: float) -> tuple[ClaimRes
     conn.execute(
         "INSERT OR REPLACE INTO sends (key, source, rule, sink, origin, recipient, text, state, detail, "
         "attempts, created_at, updated_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
-        (c.key, c.source, c.rule, c.sink, c.origin, c.recipient, c.text, state.value, detail, now, now, c.expires_at),
+        (
+            c.key,
+            c.source,
+            c.rule,
+            c.sink,
+            c.origin,
+            c.recipient,
+            c.text,
+            state.value,
+            detail,
+            now,
+            now,
+            c.expires_at,
+        ),
     )
     entry = Entry(c.key, c.source, c.rule, c.sink, c.origin, c.recipient, c.text, state, detail, 0, now, now)
     return ClaimResult.NEW, entry

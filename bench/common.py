@@ -1,0 +1,127 @@
+"""Shared set-up for the benchmarks: generated CSV files and configs in a temporary folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def ro_mobile(i: int) -> str:
+    """Distinct valid Romanian mobile numbers, written the way an ERP would (national format)."""
+    return f"07{40 + (i // 1_000_000) % 10}{i % 1_000_000:06d}"
+
+
+def write_orders(path: Path, rows: int, *, start: int = 0) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["Order ID", "Name", "Phone", "Status"])
+        for i in range(start, start + rows):
+            writer.writerow([f"A-{i}", f"Customer {i % 997}", ro_mobile(i), "Confirmed"])
+    return path
+
+
+def config_text(
+    *, sink: str, inbox: Path, settle: str = "0ms", key_column: str | None = None, extra_sink: str = ""
+) -> str:
+    return f"""
+state: sqlite:///connector.db
+log: {{format: json, level: warning}}
+sinks:
+  out:
+{sink}
+{extra_sink}
+sources:
+  erp:
+    type: csv_folder
+    path: {inbox}
+    settle: {settle}
+    key_column: {json.dumps(key_column)}
+rules:
+  - name: confirm
+    source: erp
+    when: "row['Status'] == 'Confirmed'"
+    to: "{{{{ row['Phone'] }}}}"
+    country: RO
+    message: "Hi {{{{ row['Name'] }}}}, order {{{{ row['Order ID'] }}}} is confirmed."
+    sink: out
+"""
+
+
+DRY_RUN = "    type: dry_run\n"
+
+
+def ro_sink(url: str, concurrency: int, token: str = "bench-token") -> str:
+    return (
+        f"    type: robo_sms_ro\n    token: {token}\n    url: {url}\n    concurrency: {concurrency}\n"
+        "    timeout: 10s\n"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def emulator_process(kind: str, latency: float, **options: str) -> Iterator[str]:
+    """A provider emulator in its own process, so its CPU does not count against the client's."""
+    port = free_port()
+    args = [
+        sys.executable,
+        "-m",
+        "tests.emulators.server",
+        kind,
+        "--port",
+        str(port),
+        "--latency",
+        str(latency),
+    ]
+    for name, value in options.items():
+        args += [f"--{name.replace('_', '-')}", value]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if "listening on" not in line:
+            raise RuntimeError(f"emulator did not start: {line!r}")
+        yield line.split("listening on", 1)[1].strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def connector(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "connector", *args],
+        cwd=cwd,
+        env=env,
+        text=True,
+        capture_output=True,
+        check=False,
+    )
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+class Timer:
+    def __enter__(self) -> Timer:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start

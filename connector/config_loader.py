@@ -1,0 +1,492 @@
+"""Reads config.yaml into a ConnectorConfig, or raises ConfigError naming every problem at once.
+
+The file goes YAML -> nodes (which keep the line of every key) -> plain data -> `${VAR}`
+interpolation -> pydantic. Each problem is located as `file:line key.path: message`: pydantic's
+error locations are walked back through the data to the nearest YAML key that exists. The rule
+cross-references and the template syntax are checked on the data too, so they are reported even
+when pydantic stops at field errors elsewhere.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+from dotenv import dotenv_values
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from connector.config import NAMES_ERROR, ConnectorConfig, KeyPath, keypath, unresolved_names
+from connector.errors import ConfigError, ConfigProblem
+from sources.webhook import WebhookConfig
+
+CONFIG_ENV = "CONNECTOR_CONFIG"
+DEFAULT_CONFIG = "config.yaml"
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    config: ConnectorConfig
+    path: Path  # the config file, absolute
+    base_dir: Path  # its folder: relative paths in the config resolve against it
+    warnings: list[ConfigProblem]  # legal but risky settings, located like errors
+
+
+def default_config_path(cli_value: str | None, environ: Mapping[str, str] | None = None) -> Path:
+    """`-c PATH` if given, else `$CONNECTOR_CONFIG`, else `./config.yaml`."""
+    env = os.environ if environ is None else environ
+    return Path(cli_value or env.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Validate the file; `environ` (default: the process environment) wins over a `.env` beside it."""
+    doc = _Document(str(path))
+    text = _read(path, doc.file)
+    data = _parse(text, doc)
+    if data is None:
+        raise ConfigError(doc.sorted_problems())
+    env = _environment(path.parent, os.environ if environ is None else environ, doc)
+    data = _interpolate(data, (), env, doc)
+    config = _validate(data, doc)
+    _check_names(data, doc)
+    _check_templates(data, doc)
+    if config is None or doc.problems:
+        raise ConfigError(doc.sorted_problems())
+    file = path.absolute()
+    return LoadedConfig(config=config, path=file, base_dir=file.parent, warnings=_warnings(config, doc))
+
+
+@dataclass
+class _Document:
+    """One config file being loaded: where each key sits, and what is wrong with it."""
+
+    file: str
+    lines: dict[KeyPath, int] = field(default_factory=dict)  # line of the key (or list item) per path
+    problems: list[ConfigProblem] = field(default_factory=list)
+    substituted: dict[KeyPath, list[tuple[str, str]]] = field(default_factory=dict)  # (value, `${NAME}`)
+    unresolved: set[KeyPath] = field(default_factory=set)  # a ${VAR} failed here: other errors only echo it
+
+    def line(self, path: KeyPath) -> int | None:
+        """Line of the deepest key along `path` that the file has (a missing key: its parent's)."""
+        for end in range(len(path), -1, -1):
+            found = self.lines.get(path[:end])
+            if found is not None:
+                return found
+        return None
+
+    def problem(self, path: KeyPath, message: str) -> ConfigProblem:
+        return ConfigProblem(self.file, self.line(path), keypath(path), self._scrub(path, message))
+
+    def add(self, path: KeyPath, message: str, line: int | None = None) -> None:
+        if any(path[: len(p)] == p for p in self.unresolved):
+            return
+        problem = self.problem(path, message)
+        self.problems.append(
+            problem if line is None else ConfigProblem(self.file, line, problem.path, problem.message)
+        )
+
+    def sorted_problems(self) -> list[ConfigProblem]:
+        unique = list(dict.fromkeys(self.problems))
+        return sorted(unique, key=lambda p: p.line or 0)
+
+    def _scrub(self, path: KeyPath, message: str) -> str:
+        # Values that came from the environment may be secrets: show them as written in the file.
+        for where, pairs in self.substituted.items():
+            related = where[: len(path)] == path or path[: len(where)] == where
+            for value, written in pairs:
+                if value and (related or len(value) >= 8) and value in message:
+                    message = message.replace(value, written)
+        return message
+
+
+# ---- reading and parsing ---------------------------------------------------------------------
+
+
+def _read(path: Path, file: str) -> str:
+    def fail(message: str, line: int | None = None) -> ConfigError:
+        return ConfigError([ConfigProblem(file, line, "", message)])
+
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as exc:
+        hint = f"give another with `connector -c PATH` or ${CONFIG_ENV}"
+        raise fail(f"config file does not exist ({hint})") from exc
+    except IsADirectoryError as exc:
+        raise fail("is a folder, not a config file (give the file with `connector -c PATH`)") from exc
+    except OSError as exc:
+        raise fail(f"cannot read the config file: {_lower_first(exc.strerror or str(exc))}") from exc
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise fail("is not UTF-8 text", raw[: exc.start].count(b"\n") + 1) from exc
+
+
+def _parse(text: str, doc: _Document) -> Any:
+    """Plain data with every key's line recorded in `doc`; None when nothing further can be checked."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            doc.problems.append(ConfigProblem(doc.file, None, "", "config file is empty"))
+            return None
+        if not isinstance(root, yaml.MappingNode):
+            doc.problems.append(
+                ConfigProblem(
+                    doc.file,
+                    root.start_mark.line + 1,
+                    "",
+                    "the top level must be a mapping of settings (state:, sinks:, sources:, rules:)",
+                )
+            )
+            return None
+        return _Builder(loader, doc).build(root, (), root.start_mark.line + 1)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        # Not str(exc): the snippet yaml would quote may hold a secret pasted into the file.
+        detail = exc.problem or "unreadable"
+        if exc.context:
+            begun = exc.context_mark.line + 1 if exc.context_mark is not None else line
+            detail = f"{exc.context}{f' (line {begun})' if begun != line else ''}: {detail}"
+        doc.problems.append(ConfigProblem(doc.file, line, "", f"invalid YAML: {detail}"))
+        return None
+    except yaml.YAMLError as exc:
+        doc.problems.append(ConfigProblem(doc.file, None, "", f"invalid YAML: {exc}"))
+        return None
+    finally:
+        loader.dispose()
+
+
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+@dataclass
+class _Builder:
+    """Turns YAML nodes into plain data, noting the line of every key and list item."""
+
+    loader: yaml.SafeLoader
+    doc: _Document
+    open_nodes: set[int] = field(default_factory=set)  # guards against an alias inside itself
+
+    def build(self, node: yaml.Node, path: KeyPath, line: int) -> Any:
+        self.doc.lines[path] = line
+        if id(node) in self.open_nodes:
+            self.doc.add(path, "an alias refers to itself")
+            return None
+        if isinstance(node, yaml.SequenceNode):
+            self.open_nodes.add(id(node))
+            items = [self.build(n, (*path, i), n.start_mark.line + 1) for i, n in enumerate(node.value)]
+            self.open_nodes.discard(id(node))
+            return items
+        if isinstance(node, yaml.MappingNode):
+            self.open_nodes.add(id(node))
+            result = self._mapping(node, path)
+            self.open_nodes.discard(id(node))
+            return result
+        return self.loader.construct_object(node)
+
+    def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[str, Any]:
+        seen: dict[str, int] = {}
+        for key_node, _ in node.value:
+            key_line = key_node.start_mark.line + 1
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE:
+                if key_node.value in seen:
+                    message = f"duplicate key (first at line {seen[key_node.value]})"
+                    self.doc.add((*path, key_node.value), message, line=key_line)
+                seen.setdefault(key_node.value, key_line)
+        self.loader.flatten_mapping(node)  # applies `<<: *anchor` merges; explicit keys come last and win
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key_line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.doc.add(path, "a key must be a single plain value, not a list or mapping", line=key_line)
+                continue
+            # Keys as written: `1:` or `yes:` name a sink or a field, they are not numbers or booleans.
+            key = key_node.value
+            result[key] = self.build(value_node, (*path, key), key_line)
+        return result
+
+
+# ---- ${VAR} interpolation ---------------------------------------------------------------------
+
+_REFERENCE = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _environment(folder: Path, environ: Mapping[str, str], doc: _Document) -> dict[str, str]:
+    env_file = folder / ".env"
+    values: dict[str, str] = {}
+    if env_file.is_file():
+        try:
+            # interpolate=False: expanding ${...} inside .env would consult os.environ behind the caller.
+            loaded = dotenv_values(env_file, interpolate=False)
+        except (OSError, UnicodeDecodeError) as exc:
+            doc.problems.append(
+                ConfigProblem(str(Path(doc.file).parent / ".env"), None, "", f"cannot read: {exc}")
+            )
+        else:
+            values = {k: v for k, v in loaded.items() if v is not None}
+    values.update(environ)
+    return values
+
+
+def _interpolate(data: Any, path: KeyPath, env: Mapping[str, str], doc: _Document) -> Any:
+    if isinstance(data, dict):
+        return {k: _interpolate(v, (*path, k), env, doc) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_interpolate(v, (*path, i), env, doc) for i, v in enumerate(data)]
+    if not isinstance(data, str) or "${" not in data:
+        return data
+    failures: list[str] = []
+    used: list[tuple[str, str]] = []
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$${":
+            return "${"
+        inner = match.group(1)
+        if inner is None:
+            failures.append("`${` is not closed (write $${ for a literal ${)")
+            return match.group(0)
+        name, has_default, default = inner.partition(":-")
+        if not _VARIABLE.fullmatch(name) or "${" in default:
+            failures.append(f"{match.group(0)} is not a reference like ${{NAME}} or ${{NAME:-default}}")
+            return match.group(0)
+        value = env.get(name)
+        if has_default and not value:
+            return default
+        if value is None:
+            failures.append(f"environment variable {name} is not set")
+            return match.group(0)
+        used.append((value, match.group(0)))
+        return value
+
+    result = _REFERENCE.sub(replace, data)
+    for message in failures:
+        doc.add(path, message)
+    if failures:
+        doc.unresolved.add(path)
+        return data
+    doc.substituted[path] = used
+    return result
+
+
+# ---- pydantic errors, located ------------------------------------------------------------------
+
+
+def _validate(data: Any, doc: _Document) -> ConnectorConfig | None:
+    try:
+        return ConnectorConfig.model_validate(data)
+    except ValidationError as exc:
+        errors = [e for e in exc.errors(include_url=False) if e["type"] != NAMES_ERROR]
+        for path, message in _located(errors, data):
+            doc.add(path, message)
+        return None
+
+
+@dataclass(frozen=True)
+class _Where:
+    path: KeyPath  # keys that exist in the data, plus a missing key at the end
+    model: Any  # the type that holds the last key, when known (for `did you mean`)
+    kind: Any  # the type at `path`, when known
+    branch: tuple[KeyPath, str] | None  # a plain union tried this branch at that path ('list[str]')
+
+
+def _located(errors: list[ErrorDetails], data: Any) -> list[tuple[KeyPath, str]]:
+    found = [(_walk(e["loc"], data), e) for e in errors]
+    # A value matching no member of `str | list[str]` gets one error per member: keep the member its
+    # shape was meant for (a list for a list), so the message speaks of the mistake that was made.
+    meant: dict[KeyPath, bool] = {}
+    for where, _ in found:
+        if where.branch is not None:
+            prefix, tag = where.branch
+            fits = isinstance(_at(data, prefix), list) == tag.startswith("list[")
+            meant[prefix] = meant.get(prefix, False) or fits
+    out: list[tuple[KeyPath, str]] = []
+    for where, error in found:
+        if where.branch is not None:
+            prefix, tag = where.branch
+            fits = isinstance(_at(data, prefix), list) == tag.startswith("list[")
+            if meant[prefix] and not fits:
+                continue
+        out.append(_message(where, error, data))
+    return out
+
+
+def _walk(loc: tuple[int | str, ...], data: Any) -> _Where:
+    kind: Any = ConnectorConfig
+    model: Any = None
+    node: Any = data
+    path: list[str | int] = []
+    branch: tuple[KeyPath, str] | None = None
+    for part in loc:
+        members = _union_members(kind)
+        if members is not None:
+            tagged = [m for m in members if part in _type_tags(m)]
+            if tagged:  # discriminated union: pydantic names the `type:` value
+                kind = tagged[0]
+                continue
+            if len(members) > 1:  # plain union: pydantic names the member it tried
+                branch = (tuple(path), str(part))
+                kind = None
+                continue
+            kind = members[0]
+        if kind is None and isinstance(node, dict) and part not in node and part == node.get("type"):
+            continue
+        model = kind
+        kind = _child_type(kind, part)
+        path.append(part)
+        node = node.get(part) if isinstance(node, dict) else None
+    return _Where(tuple(path), model, kind, branch)
+
+
+def _message(where: _Where, error: ErrorDetails, data: Any) -> tuple[KeyPath, str]:
+    kind, path = error["type"], where.path
+    ctx = error.get("ctx") or {}
+    if kind == "missing":
+        return path, "field required"
+    if kind == "extra_forbidden":
+        return path, "unknown key" + _suggest(str(path[-1]), _field_names(where.model))
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        known = sorted({t for m in _union_members(where.kind) or [] for t in _type_tags(m)})
+        listed = f"known types: {', '.join(known)}"
+        if kind == "union_tag_not_found":
+            return (*path, "type"), f"field required ({listed})"
+        tag = str(ctx.get("tag", ""))
+        close = difflib.get_close_matches(tag, known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return (*path, "type"), f"unknown type {tag!r} ({hint}{listed})"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return path, "expected a mapping of settings (key: value lines)"
+    message = error["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    if where.branch is not None and not where.branch[1].startswith("list["):
+        message += " (or a list of them)"
+    return path, _lower_first(message)
+
+
+def _union_members(kind: Any) -> list[Any] | None:
+    kind = _unwrap(kind)
+    if typing.get_origin(kind) not in (typing.Union, types.UnionType):
+        return None
+    return [_unwrap(a) for a in typing.get_args(kind) if a is not type(None)]
+
+
+def _unwrap(kind: Any) -> Any:
+    while typing.get_origin(kind) is typing.Annotated:
+        kind = typing.get_args(kind)[0]
+    return kind
+
+
+def _type_tags(kind: Any) -> list[str]:
+    """The `type:` values a source or sink model accepts (its `Literal`)."""
+    if not (isinstance(kind, type) and issubclass(kind, BaseModel)) or "type" not in kind.model_fields:
+        return []
+    return [t for t in typing.get_args(kind.model_fields["type"].annotation) if isinstance(t, str)]
+
+
+def _child_type(kind: Any, part: str | int) -> Any:
+    kind = _unwrap(kind)
+    if isinstance(kind, type) and issubclass(kind, BaseModel):
+        info = kind.model_fields.get(str(part))
+        return info.annotation if info is not None else None
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is dict and len(args) == 2:
+        return args[1]
+    if origin is list and args:
+        return args[0]
+    return None
+
+
+def _field_names(kind: Any) -> list[str]:
+    kind = _unwrap(kind)
+    if isinstance(kind, type) and issubclass(kind, BaseModel):
+        return list(kind.model_fields)
+    return []
+
+
+def _suggest(wrong: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(wrong, known, n=1)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    return f" (allowed: {', '.join(known)})" if known else ""
+
+
+def _at(data: Any, path: KeyPath) -> Any:
+    for part in path:
+        if isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        else:
+            return None
+    return data
+
+
+def _lower_first(text: str) -> str:
+    # "Field required" -> "field required", but an acronym such as "URL ..." keeps its capitals.
+    if len(text) > 1 and text[0].isupper() and text[1].islower():
+        return text[0].lower() + text[1:]
+    return text
+
+
+# ---- checks on the whole file ------------------------------------------------------------------
+
+
+def _check_names(data: dict[Any, Any], doc: _Document) -> None:
+    sources, sinks = data.get("sources", {}), data.get("sinks", {})
+    if not isinstance(sources, dict) or not isinstance(sinks, dict):
+        return  # already a field error; every rule would otherwise repeat it
+    for path, message in unresolved_names(data.get("rules"), list(sources), list(sinks)):
+        doc.add(path, message)
+
+
+def _check_templates(data: dict[Any, Any], doc: _Document) -> None:
+    rules = data.get("rules")
+    if not isinstance(rules, list):
+        return
+    env = SandboxedEnvironment()
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, dict):
+            continue
+        for key in ("when", "to", "message"):
+            text = rule.get(key)
+            if not isinstance(text, str):
+                continue
+            if key == "when" and not text.strip():
+                doc.add(("rules", i, key), "empty expression (leave `when` out to take every record)")
+                continue
+            try:
+                if key == "when":
+                    env.compile_expression(text)
+                else:
+                    env.parse(text)
+            except jinja2.TemplateSyntaxError as exc:
+                where = f" (line {exc.lineno} of the template)" if "\n" in text.strip() else ""
+                doc.add(
+                    ("rules", i, key),
+                    f"template syntax error: {_lower_first(exc.message or str(exc))}{where}",
+                )
+
+
+def _warnings(config: ConnectorConfig, doc: _Document) -> list[ConfigProblem]:
+    found: list[ConfigProblem] = []
+    for name, source in config.sources.items():
+        if isinstance(source, WebhookConfig) and source.auth == "none":
+            found.append(
+                doc.problem(
+                    ("sources", name, "auth"),
+                    f"accepts unauthenticated requests: anyone who can reach {source.path} can send SMS",
+                )
+            )
+    return found

@@ -1,0 +1,264 @@
+"""The rule engine: for one record, does a rule want it, to whom, and with what text.
+
+Rules are Jinja2 in a sandbox. `row` is the only variable: a tabular row (header -> cell text)
+or a webhook's JSON object. Every template is parsed and compiled once, when the config is
+loaded; evaluating a record only renders. A rule that cannot compile is a config error
+(RuleSyntaxError, naming the field); a record that cannot render is a `failed` Decision naming
+the field and the reason, and never an exception: one bad row must not stop the others.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, nodes
+from jinja2.environment import Template, TemplateExpression
+from jinja2.parser import Parser
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import missing
+
+from connector import phones
+from connector.errors import ConnectorError
+
+if TYPE_CHECKING:
+    from connector.config import RuleConfig
+
+_REASON_LIMIT = 300  # a status cell is read by a person; a runaway message must not fill it
+
+
+class RuleSyntaxError(ConnectorError):
+    """A rule's `when`, `to` or `message` does not compile."""
+
+    def __init__(self, field: str, message: str, rule: str = "") -> None:
+        self.field = field  # "when", "to" or "message"
+        self.message = message
+        self.rule = rule
+        super().__init__(f"{field}: {message}")
+
+
+# The record being evaluated, so that a missing-field message can say where it was looked for
+# ("row['customer'] has no field 'phone'") instead of Jinja's "'dict object' has no attribute".
+_current_row: ContextVar[object] = ContextVar("current_row", default=None)
+
+
+class _RowUndefined(StrictUndefined):
+    """StrictUndefined whose messages speak of the record's fields."""
+
+    __slots__ = ()
+
+    @property
+    def _undefined_message(self) -> str:
+        obj, name = self._undefined_obj, self._undefined_name
+        if self._undefined_hint or obj is missing:
+            return super()._undefined_message  # the sandbox's refusals carry their own hint
+        if isinstance(obj, Mapping):
+            return f"{_where(obj)} has no field {name!r}{_fields_hint(obj, name)}"
+        if isinstance(obj, Sequence) and not isinstance(obj, str) and isinstance(name, int):
+            return f"{_where(obj)} has no element {name} (it has {len(obj)})"
+        return super()._undefined_message
+
+
+def _where(obj: object) -> str:
+    """Where `obj` sits in the current record, e.g. row['customer']; only run on the error path."""
+    row = _current_row.get()
+    queue: list[tuple[object, str]] = [(row, "row")]
+    seen = 0
+    while queue and seen < 1000:
+        node, path = queue.pop(0)
+        seen += 1
+        if node is obj:
+            return path
+        if isinstance(node, Mapping):
+            queue.extend((value, f"{path}[{key!r}]") for key, value in node.items())
+        elif isinstance(node, list | tuple):
+            queue.extend((value, f"{path}[{i}]") for i, value in enumerate(node))
+    return "the value"
+
+
+def _fields_hint(obj: Mapping[Any, Any], name: object) -> str:
+    keys = [str(k) for k in obj]
+    if not keys:
+        return " (it has no fields)"
+    close = difflib.get_close_matches(str(name), keys, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    shown = ", ".join(keys[:8]) + (", ..." if len(keys) > 8 else "")
+    return f" (fields: {shown})"
+
+
+def _finalize(value: object) -> object:
+    # A JSON null must not become the word "None" in a paid SMS or in a phone number.
+    return "" if value is None else value
+
+
+# One environment for every rule, shared read-only after import: Jinja renders concurrently safely.
+# trim_blocks/lstrip_blocks: a `{% if %}` on its own line of a YAML block leaves no blank line in
+# an SMS, where every character is paid for. Autoescape is off: this is SMS text, not HTML.
+_ENV = ImmutableSandboxedEnvironment(
+    undefined=_RowUndefined,
+    autoescape=False,
+    finalize=_finalize,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+# Jinja's default globals (range, dict, namespace, lipsum, cycler, joiner) go: an SMS template
+# has no use for them, and copying them into every render's context doubled the cost of a render.
+# Filters (default, title, truncate, replace, ...) and tests stay.
+_ENV.globals.clear()
+_KNOWN_NAMES = frozenset({"row"})
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a rule decided for one record.
+
+    `text` is the rendered message whenever it rendered, even if the number is unusable, so that
+    `connector preview` can show both; `to` is set only when the record can be sent.
+    """
+
+    rule: CompiledRule
+    to: str | None  # E.164 when ok
+    text: str | None
+    problem: str | None  # the `failed` reason: template error or number problem; None when ok
+    raw_to: str  # the rendered recipient before normalisation ("" if rendering failed)
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledRule:
+    config: RuleConfig
+    name: str
+    sink: str
+    sources: frozenset[str]
+    _when: TemplateExpression | None = field(repr=False)
+    _to: Template = field(repr=False)
+    _message: Template = field(repr=False)
+
+    def evaluate(self, row: Mapping[str, Any]) -> Decision | None:
+        """The decision for one record, or None when `when` is false (the record gets no status).
+
+        Never raises for any row. This is the one place that catches every exception, because
+        templates may do arbitrary (sandboxed) things with data nobody validated, and one bad
+        row must never stop the others.
+        """
+        token = _current_row.set(row)
+        try:
+            return self._evaluate(row)
+        except Exception as exc:  # noqa: BLE001 - the documented boundary above
+            return Decision(self, None, None, _cap(f"internal error: {_describe(exc)}"), "")
+        finally:
+            _current_row.reset(token)
+
+    def _evaluate(self, row: Mapping[str, Any]) -> Decision | None:
+        if self._when is not None:
+            try:
+                wanted = bool(self._when(row=row))
+            except Exception as exc:  # noqa: BLE001 - a failing `when` fails the record, see evaluate
+                return Decision(self, None, None, _cap(f"when: {_describe(exc)}"), "")
+            if not wanted:
+                return None
+        raw_to, to_problem = _render("to", self._to, row)
+        text, text_problem = _render("message", self._message, row)
+        if to_problem is not None:
+            return Decision(self, None, None if text_problem else text, to_problem, "")
+        if text_problem is not None:
+            return Decision(self, None, None, text_problem, raw_to)
+        number = phones.normalise(raw_to, self.config.country)
+        if number.problem is not None:
+            return Decision(self, None, text, number.problem, raw_to)
+        if not text:
+            return Decision(self, None, text, "message is empty", raw_to)
+        return Decision(self, number.e164, text, None, raw_to)
+
+
+def _render(name: str, template: Template, row: Mapping[str, Any]) -> tuple[str, str | None]:
+    try:
+        return template.render(row=row).strip(), None
+    except Exception as exc:  # noqa: BLE001 - becomes the record's `failed` reason, see evaluate
+        return "", _cap(f"{name}: {_describe(exc)}")
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc)
+    if isinstance(exc, TemplateError) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _cap(reason: str) -> str:
+    return reason if len(reason) <= _REASON_LIMIT else reason[: _REASON_LIMIT - 3] + "..."
+
+
+def compile_rule(rule: RuleConfig) -> CompiledRule:
+    """Compile the rule's templates once; raises RuleSyntaxError naming the field at fault."""
+    try:
+        when = _compile_when(rule.when)
+        to = _compile_template("to", rule.to)
+        message = _compile_template("message", rule.message)
+    except RuleSyntaxError as exc:
+        raise RuleSyntaxError(exc.field, exc.message, rule.name) from None
+    return CompiledRule(rule, rule.name, rule.sink, frozenset(rule.sources), when, to, message)
+
+
+def compile_rules(rules: Sequence[RuleConfig]) -> list[CompiledRule]:
+    """Every rule compiled, in order; the first that does not compile raises RuleSyntaxError."""
+    return [compile_rule(rule) for rule in rules]
+
+
+def _compile_template(name: str, source: str) -> Template:
+    try:
+        ast = _ENV.parse(source)
+        _check_names(name, ast)
+        return _ENV.from_string(ast)
+    except TemplateSyntaxError as exc:
+        raise RuleSyntaxError(name, _syntax_message(exc, source)) from None
+
+
+def _compile_when(source: str | None) -> TemplateExpression | None:
+    if source is None:
+        return None
+    stripped = source.strip()
+    if not stripped:
+        raise RuleSyntaxError("when", "is empty: leave it out to take every record")
+    if stripped.startswith("{{") and stripped.endswith("}}"):
+        raise RuleSyntaxError(
+            "when", "is an expression, written without {{ }}: e.g. row['Status'] == 'Confirmed'"
+        )
+    try:
+        _check_names("when", _parse_expression(source))
+        # undefined_to_none=False: `when: row['Missing']` must fail the record, not quietly skip it.
+        return _ENV.compile_expression(source, undefined_to_none=False)
+    except TemplateSyntaxError as exc:
+        raise RuleSyntaxError("when", _syntax_message(exc, source)) from None
+
+
+def _parse_expression(source: str) -> nodes.Template:
+    """The expression as a template, only to check its names; compile_expression parses it again."""
+    parser = Parser(_ENV, source, state="variable")
+    expr = parser.parse_expression()
+    if not parser.stream.eos:
+        raise TemplateSyntaxError("unexpected text after the expression", parser.stream.current.lineno)
+    ast = nodes.Template([nodes.Output([expr])], lineno=1)
+    ast.set_environment(_ENV)
+    return ast
+
+
+def _check_names(name: str, ast: nodes.Template) -> None:
+    # Caught at load time rather than on every row: `{{ Name }}` for `{{ row['Name'] }}`.
+    unknown = sorted(meta.find_undeclared_variables(ast) - _KNOWN_NAMES)
+    if unknown:
+        raise RuleSyntaxError(
+            name, f"unknown name {unknown[0]!r}: the record is `row`, e.g. row[{unknown[0]!r}]"
+        )
+
+
+def _syntax_message(exc: TemplateSyntaxError, source: str) -> str:
+    message = exc.message or "invalid syntax"
+    return f"{message} (line {exc.lineno})" if "\n" in source.strip() else message
