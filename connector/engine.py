@@ -146,16 +146,22 @@ class Engine:
         sink = self.sinks[sink_name]
         keys = [e.key for e in entries]
         self._inflight.update(keys)
+        recorded: set[str] = set()
+
+        async def on_settled(messages: Sequence[Message], outcomes: Sequence[Outcome]) -> None:
+            # Durable per request, not per batch: a crash then leaves only true in-flight sends unknown.
+            await self.ledger.record(_transitions(messages, outcomes))
+            recorded.update(m.id for m in messages)
+
         try:
             messages = [
                 Message(id=e.key, to=e.recipient, text=e.text, meta={"rule": e.rule, "source": e.source})
                 for e in entries
             ]
-            outcomes = await sink.send(messages, self._on_sending)
-            transitions = [
-                Transition(e.key, _STATE_OF[o.kind], o.detail) for e, o in zip(entries, outcomes, strict=True)
-            ]
-            await self.ledger.record(transitions)
+            outcomes = await sink.send(messages, self._on_sending, on_settled)
+            rest = [(m, o) for m, o in zip(messages, outcomes, strict=True) if m.id not in recorded]
+            if rest:  # held without a request (paused sink), or a sink that does not report early
+                await self.ledger.record(_transitions([m for m, _ in rest], [o for _, o in rest]))
         finally:
             self._inflight.difference_update(keys)
         now = time.time()
@@ -176,6 +182,10 @@ class Engine:
         if pending:
             log.info("retried held messages", tried=len(pending), settled=len(settled))
         return settled
+
+
+def _transitions(messages: Sequence[Message], outcomes: Sequence[Outcome]) -> list[Transition]:
+    return [Transition(m.id, _STATE_OF[o.kind], o.detail) for m, o in zip(messages, outcomes, strict=True)]
 
 
 def _settled(entry: Entry, outcome: Outcome, now: float) -> Entry:

@@ -165,7 +165,7 @@ class Runtime:
             id="retry-held",
             max_instances=1,
             coalesce=True,
-            misfire_grace_time=RETRY_EVERY_S,
+            misfire_grace_time=int(RETRY_EVERY_S),
         )
         self.scheduler = scheduler
         for source in self.sources.values():

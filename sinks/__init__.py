@@ -8,11 +8,13 @@ from pydantic import Field
 
 from sinks.base import Sink
 from sinks.dry_run import DryRunConfig, DryRunSink
-from sinks.robo_sms_pk import RoboSmsPkConfig
-from sinks.robo_sms_ro import RoboSmsRoConfig
+from sinks.robo_sms_pk import RoboSmsPkConfig, RoboSmsPkSink
+from sinks.robo_sms_ro import RoboSmsRoConfig, RoboSmsRoSink
 
 SinkConfig = Annotated[DryRunConfig | RoboSmsRoConfig | RoboSmsPkConfig, Field(discriminator="type")]
 
 SINK_TYPES: dict[str, type[Sink]] = {
     DryRunSink.type_name: DryRunSink,
+    RoboSmsRoSink.type_name: RoboSmsRoSink,
+    RoboSmsPkSink.type_name: RoboSmsPkSink,
 }

@@ -3,7 +3,7 @@
 A sink is handed its `httpx.AsyncClient` (tests and benchmarks choose the transport) and an
 `on_sending` hook that it must await right before a request leaves with those messages: the hook
 makes the `sending` state durable, which is what lets a crash end in `unknown` rather than in a
-second, paid, send.
+second, paid, send. `on_settled` is its twin after the answer.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from connector.events import Message, Outcome
 
 SendingHook = Callable[[Sequence[Message]], Awaitable[None]]
+SettledHook = Callable[[Sequence[Message], Sequence[Outcome]], Awaitable[None]]
 
 log = structlog.get_logger(__name__)
 
@@ -51,8 +52,15 @@ class Sink(abc.ABC):
         self._next_pause = self.first_pause
 
     @abc.abstractmethod
-    async def send(self, messages: Sequence[Message], on_sending: SendingHook) -> list[Outcome]:
-        """One outcome per message, in order. Never raises for a provider answer."""
+    async def send(
+        self, messages: Sequence[Message], on_sending: SendingHook, on_settled: SettledHook | None = None
+    ) -> list[Outcome]:
+        """One outcome per message, in order. Never raises for a provider answer.
+
+        `on_settled`, when given, is awaited with each request's messages and outcomes as soon as
+        they are final: the caller makes them durable then, not when the whole batch is done, so a
+        crash mid-batch leaves only the requests truly in flight without an outcome.
+        """
 
     async def check(self) -> str:
         """Prove the credentials work where the provider allows it without sending; a summary line.

@@ -13,7 +13,7 @@ import httpx
 
 from connector.events import Message, Outcome
 from connector.types import STRICT
-from sinks.base import SendingHook, Sink, SinkConfigBase
+from sinks.base import SendingHook, SettledHook, Sink, SinkConfigBase
 
 
 class DryRunConfig(SinkConfigBase):
@@ -31,7 +31,9 @@ class DryRunSink(Sink):
         self._outbox: IO[str] | None = None
         self._lock = asyncio.Lock()
 
-    async def send(self, messages: Sequence[Message], on_sending: SendingHook) -> list[Outcome]:
+    async def send(
+        self, messages: Sequence[Message], on_sending: SendingHook, on_settled: SettledHook | None = None
+    ) -> list[Outcome]:
         await on_sending(messages)
         path = self.config.path
         if path is not None:
@@ -46,7 +48,10 @@ class DryRunSink(Sink):
                     self._outbox = path.open("a", encoding="utf-8")
                 self._outbox.write(lines)
                 self._outbox.flush()
-        return [Outcome.sent("dry-run") for _ in messages]
+        outcomes = [Outcome.sent("dry-run") for _ in messages]
+        if on_settled is not None:
+            await on_settled(messages, outcomes)
+        return outcomes
 
     async def check(self) -> str:
         return f"dry run into {self.config.path}" if self.config.path else "dry run (ledger only)"

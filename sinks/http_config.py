@@ -14,7 +14,8 @@ class HttpSinkConfig(SinkConfigBase):
     retry_ambiguous: bool = False  # resend after a read timeout or 5xx: may pay twice
     timeout: Duration = 30.0  # whole-request read timeout
     connect_timeout: Duration = 5.0
-    max_retry_time: Duration = 300.0  # give up retrying 429/503/refused after this long: message stays pending
+    # Give up retrying 429/503/refused after this long: the message stays pending, the sink pauses.
+    max_retry_time: Duration = 300.0
 
     def secrets(self) -> list[str]:
         found: list[str] = []

@@ -7,10 +7,12 @@ from typing import Annotated
 from pydantic import Field
 
 from sources.base import Source
-from sources.csv_folder import CsvFolderConfig
+from sources.csv_folder import CsvFolderConfig, CsvFolderSource
 from sources.google_sheets import GoogleSheetsConfig
 from sources.webhook import WebhookConfig
 
 SourceConfig = Annotated[CsvFolderConfig | GoogleSheetsConfig | WebhookConfig, Field(discriminator="type")]
 
-SOURCE_TYPES: dict[str, type[Source]] = {}
+SOURCE_TYPES: dict[str, type[Source]] = {
+    CsvFolderSource.type_name: CsvFolderSource,
+}

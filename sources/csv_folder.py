@@ -1,12 +1,57 @@
-"""CSV drop folder: an ERP writes files into a folder; each settled file is processed once."""
+"""CSV drop folder: an ERP writes files into a folder; each settled file is processed once.
+
+A file is taken once its size and mtime have stood still for `settle`. Its rows go to the engine in
+chunks, a few chunks in flight at once, and their statuses are written in order to
+`processed/<stem>.results.csv.part`. Only when every row has a status does the part file become
+`processed/<stem>.results.csv` and the original move, unchanged, to `processed/`. A file that
+cannot be read as a table goes to `failed/` beside a `.reason.txt`. Stopping midway leaves the file
+in the inbox: the next start reads it again and the ledger answers for the rows already sent.
+
+Watching is watchdog events (handed from watchdog's thread to the loop), a scan at start-up and a
+rescan every `rescan` as a safety net for shares that drop events. The file format itself lives in
+`csv_files`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import stat
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeAlias
 
+import structlog
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from connector.errors import SourceError
+from connector.events import Record
 from connector.types import STRICT, Duration
-from sources.base import SourceConfigBase
+from sources.base import Source, SourceConfigBase, SourceContext, StatusUpdate
+from sources.csv_files import (
+    BadFile,
+    Layout,
+    ResultsFormat,
+    ResultsWriter,
+    Row,
+    RowReader,
+    file_identity,
+    free_names,
+    inspect,
+    is_candidate,
+    reason_name,
+    results_name,
+    rewrite_statuses,
+)
+
+log = structlog.get_logger(__name__)
+
+_InFlight: TypeAlias = deque[tuple[list[Row], asyncio.Task[list[str | None]]]]
 
 
 class CsvFolderConfig(SourceConfigBase):
@@ -18,3 +63,445 @@ class CsvFolderConfig(SourceConfigBase):
     key_column: str | None = None
     status_column: str = "SMS Status"
     rescan: Duration = 60.0  # safety net beside watchdog events (network shares can miss them)
+
+
+@dataclass(slots=True)
+class _Seen:
+    size: int
+    mtime_ns: int
+    since: float  # monotonic time from which the file is known to have stood still
+
+
+class _Events(FileSystemEventHandler):
+    """Runs on watchdog's thread: only hands paths over to the event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, source: CsvFolderSource) -> None:
+        self._loop = loop
+        self._source = source
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.is_directory:
+            return
+        if event.event_type in ("created", "modified", "closed"):
+            path = event.src_path
+        elif event.event_type == "moved":
+            path = event.dest_path
+        else:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed while watchdog still delivered
+            self._loop.call_soon_threadsafe(self._source.notice, os.fsdecode(path))
+
+
+class CsvFolderSource(Source):
+    type_name = "csv_folder"
+    config_model = CsvFolderConfig
+    config: CsvFolderConfig
+
+    chunk_rows = 1000  # rows per process() call
+    in_flight = 4  # chunks being processed at once; results are still written in order
+    progress_every = 10.0  # seconds between progress lines for long files
+
+    def __init__(self, name: str, config: CsvFolderConfig, ctx: SourceContext) -> None:
+        super().__init__(name, config, ctx)
+        # Absolute and normalised once: watchdog reports paths under the string it was given.
+        self.folder = Path(os.path.abspath(ctx.base_dir / config.path))  # noqa: PTH100 - keeps symlinks
+        self.processed = self.folder / "processed"
+        self.failed = self.folder / "failed"
+        self._scope = f"csv:{name}"
+        self._seen: dict[Path, _Seen] = {}
+        self._stuck: dict[Path, tuple[int, int]] = {}  # could not even be moved to failed/: wait for a change
+        self._busy: set[Path] = set()
+        self._wake = asyncio.Event()
+        self._active: str | None = None  # file id in hand; its status updates wait for its results file
+        self._deferred: dict[int, str] = {}
+        self._rewriting = asyncio.Lock()
+
+    # -- watching ---------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._prepare()
+        observer = Observer()
+        observer.schedule(_Events(asyncio.get_running_loop(), self), str(self.folder), recursive=False)
+        observer.start()
+        log.info("csv folder watched", source=self.name, folder=str(self.folder))
+        try:
+            self._scan()
+            next_scan = time.monotonic() + self.config.rescan
+            while not self.ctx.stopping.is_set():
+                self._wake.clear()  # before looking, so an event that lands meanwhile is not slept through
+                ready, next_at = self._settled()
+                for path in ready:
+                    if self.ctx.stopping.is_set():
+                        break
+                    await self._take(path)
+                if ready:
+                    continue
+                now = time.monotonic()
+                if now >= next_scan:
+                    self._scan()
+                    next_scan = now + self.config.rescan
+                    continue
+                await self._sleep((next_scan if next_at is None else min(next_scan, next_at)) - now)
+        finally:
+            observer.stop()
+            await asyncio.to_thread(observer.join, 10)
+
+    async def once(self) -> None:
+        self._prepare()
+        self._scan()
+        unfinished: list[str] = []
+        while self._seen and not self.ctx.stopping.is_set():
+            ready, next_at = self._settled()
+            for path in ready:
+                if self.ctx.stopping.is_set():
+                    break
+                if not await self._take(path):
+                    unfinished.append(path.name)
+            if not ready and next_at is not None:
+                await self._sleep(next_at - time.monotonic())
+        if unfinished:
+            raise SourceError(f"{self.name}: could not finish {', '.join(unfinished)}; left in the inbox")
+
+    def notice(self, path_text: str) -> None:
+        """A watchdog event about `path_text` (called on the loop)."""
+        path = Path(path_text)
+        if path.parent == self.folder and is_candidate(path.name, self.config.pattern):
+            self._observe(path)
+            self._wake.set()
+
+    def _scan(self) -> None:
+        log.debug("csv folder scan", source=self.name)
+        try:
+            names = self._waiting()
+        except OSError as e:
+            error = str(e)
+        else:
+            for name in names:
+                if self.folder / name not in self._seen:
+                    self._observe(self.folder / name)
+            return
+        log.error("csv folder cannot be listed", source=self.name, folder=str(self.folder), error=error)
+
+    def _waiting(self) -> list[str]:
+        """Names of the files in the folder that match, in order."""
+        with os.scandir(self.folder) as entries:
+            return sorted(
+                e.name for e in entries if e.is_file() and is_candidate(e.name, self.config.pattern)
+            )
+
+    def _observe(self, path: Path) -> None:
+        """Record the file's size and mtime; any change restarts its quiet time."""
+        try:
+            st = path.stat()
+        except OSError:
+            self._seen.pop(path, None)
+            return
+        if not stat.S_ISREG(st.st_mode):
+            return
+        seen = self._seen.get(path)
+        if seen is not None and (seen.size, seen.mtime_ns) == (st.st_size, st.st_mtime_ns):
+            return
+        now = time.monotonic()
+        since = now
+        if seen is None:
+            # First sight: a file whose mtime is already old has stood still that long, so files found
+            # at start-up are not held back. Capped at `settle`, so a clock skew costs at most that.
+            age = time.time() - st.st_mtime_ns / 1e9
+            since = now - min(max(age, 0.0), self.config.settle)
+        self._seen[path] = _Seen(st.st_size, st.st_mtime_ns, since)
+
+    def _settled(self) -> tuple[list[Path], float | None]:
+        """Files quiet for `settle` now, and when the next one will be (re-stat'ed: events can be lost)."""
+        now = time.monotonic()
+        ready: list[Path] = []
+        next_at: float | None = None
+        for path in list(self._seen):
+            self._observe(path)
+            seen = self._seen.get(path)
+            if seen is None:
+                continue
+            if self._stuck.get(path) == (seen.size, seen.mtime_ns):
+                del self._seen[path]
+                continue
+            at = seen.since + self.config.settle
+            if at <= now:
+                ready.append(path)
+            else:
+                next_at = at if next_at is None else min(next_at, at)
+        return sorted(ready), next_at
+
+    async def _sleep(self, seconds: float) -> None:
+        """Until `seconds` pass, a watchdog event arrives or the source is asked to stop."""
+        waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(self.ctx.stopping.wait())]
+        try:
+            await asyncio.wait(waits, timeout=max(seconds, 0.0), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+
+    def _prepare(self) -> None:
+        try:
+            for folder in (self.folder, self.processed, self.failed):
+                folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SourceError(f"{self.name}: cannot create {e.filename}: {e.strerror}") from e
+
+    # -- one file ---------------------------------------------------------------------------------------
+
+    async def _take(self, path: Path) -> bool:
+        """Process one file; False when it had to stay in the inbox because of an error."""
+        self._seen.pop(path, None)  # re-found by an event or the next rescan if it stays
+        if path in self._busy:
+            return True
+        self._busy.add(path)
+        try:
+            await self._handle(path)
+        except Exception:
+            log.exception("csv file interrupted; it stays in the inbox", source=self.name, file=path.name)
+            return False
+        finally:
+            self._busy.discard(path)
+        return True
+
+    async def _handle(self, path: Path) -> None:
+        try:
+            st = await asyncio.to_thread(path.stat)
+            layout = await asyncio.to_thread(
+                inspect, path, key_column=self.config.key_column, status_column=self.config.status_column
+            )
+        except FileNotFoundError:
+            log.info("csv file vanished before it was read", source=self.name, file=path.name)
+            return
+        except PermissionError as e:
+            await asyncio.to_thread(self._fail, path, f"cannot be read: {e.strerror}")
+            return
+        except BadFile as e:
+            await asyncio.to_thread(self._fail, path, str(e))
+            return
+        file_id = file_identity(path.name, st)
+        await asyncio.to_thread(self.processed.mkdir, exist_ok=True)  # someone may have removed it
+        _, results = free_names(self.processed, path.name, results_name)
+        writer = await asyncio.to_thread(ResultsWriter, results.with_name(results.name + ".part"), layout)
+        self._active, self._deferred = file_id, {}
+        try:
+            complete = await self._pump(path, layout, file_id, writer)
+            if complete and _changed(st, await asyncio.to_thread(path.stat)):
+                log.warning("csv file changed while read; read again", source=self.name, file=path.name)
+                complete = False
+            if not complete:
+                await asyncio.to_thread(writer.discard)
+                return
+            await self._finish(path, layout, file_id, writer)
+        except BadFile as e:  # the file changed under us into something unreadable
+            await asyncio.to_thread(writer.discard)
+            await asyncio.to_thread(self._fail, path, str(e))
+        except BaseException:
+            await asyncio.to_thread(writer.discard)
+            raise
+        finally:
+            self._active = None
+
+    async def _pump(self, path: Path, layout: Layout, file_id: str, writer: ResultsWriter) -> bool:
+        """Rows to the engine and statuses to the writer; False when stopped before the end."""
+        reader = await asyncio.to_thread(
+            RowReader, path, layout, source=self.name, file_id=file_id, chunk_rows=self.chunk_rows
+        )
+        in_flight: _InFlight = deque()
+        progress = _Progress(self.name, path.name, layout.data_rows, self.progress_every)
+        try:
+            while True:
+                if self.ctx.stopping.is_set():
+                    # Sends already handed over finish and reach the ledger; nothing more is taken.
+                    await asyncio.gather(*(task for _, task in in_flight), return_exceptions=True)
+                    log.info("csv file left in the inbox: stopping", source=self.name, file=path.name)
+                    return False
+                chunk = await asyncio.to_thread(reader.next_chunk)
+                if not chunk:
+                    break
+                in_flight.append((chunk, asyncio.create_task(self._statuses(chunk))))
+                while in_flight and (len(in_flight) >= self.in_flight or in_flight[0][1].done()):
+                    progress.add(await self._write_oldest(in_flight, writer))
+            while in_flight:
+                progress.add(await self._write_oldest(in_flight, writer))
+        except asyncio.CancelledError:
+            for _, task in in_flight:
+                task.cancel()
+            raise
+        except Exception:
+            await asyncio.gather(*(task for _, task in in_flight), return_exceptions=True)
+            raise
+        else:
+            progress.done()
+            return True
+        finally:
+            await asyncio.to_thread(reader.close)
+
+    async def _statuses(self, chunk: list[Row]) -> list[str | None]:
+        records = [row.record for row in chunk if row.record is not None]
+        if not records:
+            return []
+        statuses = await self.ctx.process(records)
+        if len(statuses) != len(records):
+            raise SourceError(f"{len(statuses)} statuses came back for {len(records)} records")
+        return statuses
+
+    async def _write_oldest(self, in_flight: _InFlight, writer: ResultsWriter) -> int:
+        chunk, task = in_flight[0]
+        statuses = await task
+        in_flight.popleft()
+        return await asyncio.to_thread(writer.write_chunk, chunk, statuses)
+
+    async def _finish(self, path: Path, layout: Layout, file_id: str, writer: ResultsWriter) -> None:
+        original, results = free_names(self.processed, path.name, results_name)  # again: time has passed
+        await asyncio.to_thread(writer.commit, results)
+        fmt = layout.results_format(results.name)
+        await self.ctx.notes.set_note(self._scope, file_id, fmt.to_json())
+        await asyncio.to_thread(os.replace, path, original)
+        log.info(
+            "csv file processed",
+            source=self.name,
+            file=path.name,
+            rows=layout.data_rows,
+            results=str(results.relative_to(self.folder)),
+        )
+        if self._deferred:
+            await self._rewrite(fmt, dict(self._deferred))
+
+    def _fail(self, path: Path, reason: str) -> None:
+        """Move to failed/ beside its reason; if even that is impossible, say so once, wait for a change."""
+        original, note = free_names(self.failed, path.name, reason_name)
+        try:
+            st = path.stat()
+        except OSError:
+            return
+        try:
+            self.failed.mkdir(exist_ok=True)
+            part = note.with_name(note.name + ".part")
+            part.write_text(reason + "\n", encoding="utf-8")
+            part.replace(note)
+            path.replace(original)
+        except OSError as e:
+            error = str(e)
+        else:
+            self._stuck.pop(path, None)
+            log.warning("csv file moved to failed/", source=self.name, file=path.name, reason=reason)
+            return
+        with contextlib.suppress(OSError):
+            note.unlink()
+        self._stuck[path] = (st.st_size, st.st_mtime_ns)
+        log.error(
+            "csv file unreadable and cannot be moved to failed/; left until it changes",
+            source=self.name,
+            file=path.name,
+            reason=reason,
+            error=error,
+        )
+
+    # -- statuses that change later, preview, check -----------------------------------------------------
+
+    async def write_back(self, updates: Sequence[StatusUpdate]) -> None:
+        by_file: dict[str, dict[int, str]] = {}
+        for update in updates:
+            file_id, _, line = update.origin.rpartition(":")
+            if not file_id or not line.isdigit():
+                log.warning("csv status update with a foreign origin", source=self.name, origin=update.origin)
+                continue
+            by_file.setdefault(file_id, {})[int(line)] = update.status
+        for file_id, changes in by_file.items():
+            if file_id == self._active:
+                self._deferred.update(changes)
+                continue
+            note = await self.ctx.notes.get_note(self._scope, file_id)
+            if note is None:
+                log.warning("csv status update for an unknown file", source=self.name, file_id=file_id)
+                continue
+            await self._rewrite(ResultsFormat.from_json(note), changes)
+
+    async def _rewrite(self, fmt: ResultsFormat, changes: dict[int, str]) -> None:
+        async with self._rewriting:
+            try:
+                changed = await asyncio.to_thread(
+                    rewrite_statuses, self.processed / fmt.results, fmt, changes
+                )
+            except (OSError, BadFile) as e:
+                error = str(e)
+            else:
+                log.info("csv statuses updated", source=self.name, file=fmt.results, rows=changed)
+                return
+        log.error("csv results file cannot be updated", source=self.name, file=fmt.results, error=error)
+
+    def preview(self) -> Iterator[Record]:
+        if not self.folder.is_dir():
+            return
+        for name in self._waiting():
+            path = self.folder / name
+            try:
+                file_id = file_identity(name, path.stat())
+                layout = inspect(
+                    path, key_column=self.config.key_column, status_column=self.config.status_column
+                )
+                reader = RowReader(
+                    path, layout, source=self.name, file_id=file_id, chunk_rows=self.chunk_rows
+                )
+            except (OSError, BadFile) as e:
+                log.warning("csv file would go to failed/", source=self.name, file=name, reason=str(e))
+                continue
+            with reader:
+                while chunk := reader.next_chunk():
+                    yield from (row.record for row in chunk if row.record is not None)
+
+    async def check(self) -> str:
+        return await asyncio.to_thread(self._check)
+
+    def _check(self) -> str:
+        shown = self.config.path.as_posix()
+        shown = shown if self.config.path.is_absolute() else f"./{shown.removeprefix('./')}"
+        if not self.folder.exists():
+            parent = next(p for p in self.folder.parents if p.exists())
+            if not (parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)):
+                raise SourceError(f"{shown} does not exist and cannot be created in {parent}")
+            return f"{shown}: does not exist yet, will be created"
+        if not self.folder.is_dir():
+            raise SourceError(f"{shown} is not a folder")
+        if not os.access(self.folder, os.W_OK | os.X_OK):
+            raise SourceError(f"{shown} is not writable")
+        waiting = len(self._waiting())
+        return f"{shown}: {waiting} file{'' if waiting == 1 else 's'} waiting"
+
+
+def _changed(before: os.stat_result, after: os.stat_result) -> bool:
+    return (before.st_size, before.st_mtime_ns, before.st_ino) != (
+        after.st_size,
+        after.st_mtime_ns,
+        after.st_ino,
+    )
+
+
+class _Progress:
+    """A log line every few seconds while a long file is processed."""
+
+    def __init__(self, source: str, file: str, total: int, every: float) -> None:
+        self._source, self._file, self._total, self._every = source, file, total, every
+        self._start = self._last = time.monotonic()
+        self.rows = 0
+
+    def add(self, rows: int) -> None:
+        self.rows += rows
+        now = time.monotonic()
+        if now - self._last >= self._every:
+            self._last = now
+            log.info("csv progress", **self._figures(now))
+
+    def done(self) -> None:
+        if self._last != self._start:  # only files long enough to have shown progress
+            log.info("csv file read", **self._figures(time.monotonic()))
+
+    def _figures(self, now: float) -> dict[str, object]:
+        elapsed = max(now - self._start, 1e-9)
+        return {
+            "source": self._source,
+            "file": self._file,
+            "rows_done": self.rows,
+            "rows_total": self._total,
+            "rows_per_s": round(self.rows / elapsed),
+        }

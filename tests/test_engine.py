@@ -14,7 +14,7 @@ from connector.engine import Engine
 from connector.events import Message, Outcome, Record
 from connector.ledger import Ledger, State, open_ledger
 from connector.rules import compile_rules
-from sinks.base import SendingHook, Sink
+from sinks.base import SendingHook, SettledHook, Sink
 
 
 class ScriptedSink(Sink):
@@ -28,12 +28,23 @@ class ScriptedSink(Sink):
         self.sent: list[Message] = []
         self.marked_before_send: list[bool] = []
 
-    async def send(self, messages: Sequence[Message], on_sending: SendingHook) -> list[Outcome]:
+    async def send(
+        self, messages: Sequence[Message], on_sending: SendingHook, on_settled: SettledHook | None = None
+    ) -> list[Outcome]:
         if self.paused:
             return [Outcome.held(f"paused: {self.pause_reason}") for _ in messages]
-        await on_sending(messages)
-        self.sent.extend(messages)
-        return [self.answer(m) for m in messages]
+        outcomes = []
+        for message in messages:  # one request per message, each reported as it settles
+            await on_sending([message])
+            self.sent.append(message)
+            outcomes.append(self.answer(message))
+            if on_settled is not None:
+                await on_settled([message], outcomes[-1:])
+            await self.between()
+        return outcomes
+
+    async def between(self) -> None:
+        return None
 
 
 def rule(**overrides: Any) -> RuleConfig:
@@ -170,7 +181,9 @@ async def test_sending_is_durable_before_the_sink_sends(ledger: Ledger) -> None:
     seen: list[State] = []
 
     class Peeking(ScriptedSink):
-        async def send(self, messages: Sequence[Message], on_sending: SendingHook) -> list[Outcome]:
+        async def send(
+            self, messages: Sequence[Message], on_sending: SendingHook, on_settled: SettledHook | None = None
+        ) -> list[Outcome]:
             await on_sending(messages)
             [(_, entry)] = await ledger.claim([_claim_like(messages[0])])
             seen.append(entry.state)
@@ -203,3 +216,17 @@ async def test_several_rules_share_one_status_cell(ledger: Ledger) -> None:
     [status] = await eng.process([rec()])
     assert status is not None and status.startswith("sent ") and "[confirm]" in status and "[ops]" in status
     assert len(sink.sent) == 2
+
+
+async def test_each_outcome_is_durable_before_the_batch_ends(ledger: Ledger, tmp_path: Path) -> None:
+    import sqlite3
+
+    snapshots: list[list[str]] = []
+
+    class Observed(ScriptedSink):
+        async def between(self) -> None:
+            with sqlite3.connect(tmp_path / "l.db") as other:  # what a crash right now would leave
+                snapshots.append([s for (s,) in other.execute("SELECT state FROM sends ORDER BY origin")])
+
+    await engine(ledger, Observed()).process([rec(), rec("0740123457", origin="f1:3")])
+    assert snapshots == [["sent", "pending"], ["sent", "sent"]]

@@ -235,8 +235,8 @@ class EmulatorServer:
 
 
 def build_emulator(args: argparse.Namespace) -> Emulator:
-    from tests.emulators.robo_pk import PkEmulator  # noqa: PLC0415 - both import this module's base
-    from tests.emulators.robo_ro import RoEmulator  # noqa: PLC0415
+    from tests.emulators.robo_pk import PkEmulator
+    from tests.emulators.robo_ro import RoEmulator
 
     common = {"latency": args.latency, "log": args.log, "record_requests": False}
     if args.provider == "ro":

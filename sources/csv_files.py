@@ -1,0 +1,431 @@
+"""The file-format half of the CSV drop folder: encoding, delimiter, rows read in chunks, results files.
+
+Plain blocking file work with no asyncio: `csv_folder` calls it through `asyncio.to_thread`. Nothing
+here holds a whole file in memory; every pass streams.
+
+Line numbers are physical lines (1 = the header line, as an editor shows them): a row's number is
+the line it starts on. The results file keeps every row on the same line as in the original (the
+cell texts are unchanged, so embedded line breaks are too), which is how a status update that
+names `<file id>:<line>` finds its row again.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import fnmatch
+import hashlib
+import io
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+from connector.errors import SourceError
+from connector.events import Record
+
+DELIMITERS = ",;\t"
+CHUNK_BYTES = 1 << 20
+BINARY_PROBE = 8192
+SAMPLE_CHARS = 64 * 1024  # read to find the header row and the line ending
+SNIFF_LINES, SNIFF_CHARS = 20, 4096
+_TEMP_PREFIXES = (".", "~$")  # hidden files, LibreOffice `.~lock.x#`, Office owner files `~$x.csv`
+_TEMP_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", "~")
+
+
+class BadFile(SourceError):
+    """The file cannot be read as a table at all; it goes to failed/ with this message as the reason."""
+
+
+def is_candidate(name: str, pattern: str) -> bool:
+    """Whether a file name in the drop folder is one to take (case-insensitive, as Windows users expect)."""
+    lowered = name.lower()
+    if lowered.startswith(_TEMP_PREFIXES) or lowered.endswith(_TEMP_SUFFIXES):
+        return False
+    return fnmatch.fnmatchcase(lowered, pattern.lower())
+
+
+def file_identity(name: str, st: os.stat_result) -> str:
+    """Short id of one file as dropped: the same file re-read after a crash keeps it, a new copy does not."""
+    seed = f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}"
+    return hashlib.sha256(seed.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+
+
+# -- encoding -------------------------------------------------------------------------------------------
+
+
+def detect_encoding(path: Path) -> str:
+    """The codec to read the file with: utf-8-sig, utf-8 or cp1252 (Excel's "CSV" on Western Windows)."""
+    with path.open("rb") as f:
+        head = f.read(BINARY_PROBE)
+        if not head:
+            raise BadFile("empty file")
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            raise BadFile("UTF-16 text is not supported: save it as CSV UTF-8 (or plain CSV)")
+        if b"\0" in head:
+            raise BadFile("binary file")
+        bom = head.startswith(codecs.BOM_UTF8)
+        f.seek(0)
+        problem = _undecodable(f, "utf-8")
+        if problem is None:
+            return "utf-8-sig" if bom else "utf-8"
+        if not bom:  # a UTF-8 byte order mark rules Windows-1252 out
+            f.seek(0)
+            problem = _undecodable(f, "cp1252")
+            if problem is None:
+                return "cp1252"
+    raise BadFile(f"not UTF-8 or Windows-1252 text ({problem})")
+
+
+def _undecodable(f: IO[bytes], encoding: str) -> str | None:
+    """Where the whole stream stops decoding, or None. Streams: a file of any size costs ~1 MiB."""
+    decoder = codecs.getincrementaldecoder(encoding)("strict")
+    offset = 0
+    while True:
+        chunk = f.read(CHUNK_BYTES)
+        carried = len(decoder.getstate()[0])  # bytes of a character split across chunks
+        try:
+            decoder.decode(chunk, final=not chunk)
+        except UnicodeDecodeError as e:
+            bad = e.object[e.start : e.start + 1].hex()
+            return f"byte 0x{bad} at offset {offset - carried + e.start}"
+        if not chunk:
+            return None
+        offset += len(chunk)
+
+
+# -- layout ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ResultsFormat:
+    """How a results file is written; kept in the source's notes so write_back can rewrite it."""
+
+    results: str  # file name in processed/
+    delimiter: str
+    newline: str
+    status_index: int
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ResultsFormat:
+        return cls(**json.loads(text))
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One row as read: the cells exactly as written, and its record (None for the header and blank rows)."""
+
+    line_no: int
+    cells: list[str]
+    record: Record | None = None
+    header: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """What one pass over a file learnt: how to read it and where its status cells go."""
+
+    encoding: str
+    delimiter: str
+    newline: str
+    names: tuple[str, ...]  # column names: header cells stripped, blank ones named `column N`
+    status_name: str
+    status_index: int  # the status column's position in the results
+    status_existing: bool  # the file already had the status column
+    key_name: str | None
+    data_rows: int  # non-blank rows after the header, for progress logs
+
+    @property
+    def excel_bom(self) -> bool:
+        """Results get a BOM when the input had one or was Windows-1252, so that Excel reads UTF-8."""
+        return self.encoding != "utf-8"
+
+    def record(self, source: str, origin: str, cells: Sequence[str], where: str = "") -> Record:
+        width, fields = len(self.names), len(cells)
+        row = dict(zip(self.names, cells, strict=False))
+        for name in self.names[fields:]:
+            row[name] = ""
+        problem = None if fields == width else f"row has {fields} fields, header has {width}"
+        key = None
+        if self.key_name is not None:
+            key = row[self.key_name].strip() or None
+            if key is None and problem is None:
+                problem = f"empty key column {self.key_name!r}"
+        status = row[self.status_name].strip() if self.status_existing else ""
+        return Record(source, row, origin, key=key, status=status, problem=problem, where=where)
+
+    def result_cells(self, row: Row, status: str | None) -> list[str]:
+        """The row as the results file writes it; `status` None keeps the status cell as it stands."""
+        if not row.cells:
+            return []  # a blank line stays blank
+        if row.header:
+            status = None if self.status_existing else self.status_name
+        return place_status(row.cells, self.status_index, status, replace=self.status_existing)
+
+    def results_format(self, results: str) -> ResultsFormat:
+        return ResultsFormat(results, self.delimiter, self.newline, self.status_index)
+
+
+def place_status(cells: Sequence[str], index: int, status: str | None, *, replace: bool) -> list[str]:
+    out = list(cells)
+    if len(out) < index:  # a short row is padded so that its status sits under the status header
+        out.extend([""] * (index - len(out)))
+    if len(out) == index:
+        out.append(status or "")
+    elif replace:
+        if status is not None:
+            out[index] = status
+    else:  # a long ragged row keeps its extra cells, after the status
+        out.insert(index, status or "")
+    return out
+
+
+def inspect(path: Path, *, key_column: str | None, status_column: str) -> Layout:
+    """Read the whole file once, streaming, and decide how to read it; BadFile says why it cannot be."""
+    encoding = detect_encoding(path)
+    with path.open(encoding=encoding, newline="") as f:
+        sample = f.read(SAMPLE_CHARS)
+        more = bool(f.read(1))
+    if more:  # sniff whole lines only
+        sample = sample[: max(sample.rfind("\n"), sample.rfind("\r")) + 1] or sample
+    delimiter = sniff_delimiter(sample)
+    header: list[str] | None = None
+    data_rows = 0
+    with path.open(encoding=encoding, newline="") as f:
+        for _, cells in _rows(f, delimiter):
+            if _blank(cells):
+                continue
+            if header is None:
+                header = cells
+            else:
+                data_rows += 1
+    if header is None:
+        raise BadFile("empty file")
+    names = tuple(cell.strip() or f"column {i}" for i, cell in enumerate(header, start=1))
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise BadFile(f"duplicate column {name!r} in header")
+        seen.add(name)
+    if key_column is not None and key_column not in seen:
+        raise BadFile(f"key column {key_column!r} not in header: {', '.join(names)}")
+    existing = status_column in seen
+    return Layout(
+        encoding=encoding,
+        delimiter=delimiter,
+        newline=_newline(sample),
+        names=names,
+        status_name=status_column,
+        status_index=names.index(status_column) if existing else len(names),
+        status_existing=existing,
+        key_name=key_column,
+        data_rows=data_rows,
+    )
+
+
+def sniff_delimiter(sample: str) -> str:
+    """`,` `;` or tab. The sniffer judges consistency across lines; the header line has the last word."""
+    widths = {d: len(_first_row(sample, d)) for d in DELIMITERS}
+    best = max(widths.values())
+    if best <= 1:
+        return ","  # one column: any delimiter reads it, the results join with a comma
+    try:
+        sniffed = csv.Sniffer().sniff(_sniff_lines(sample), delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        sniffed = ""
+    if widths.get(sniffed) == best:
+        return sniffed
+    return next(d for d in DELIMITERS if widths[d] == best)  # counting fallback, in preference order
+
+
+def _sniff_lines(sample: str) -> str:
+    """The first lines, at most SNIFF_CHARS: the sniffer's time grows with the square of its input."""
+    lines = sample.splitlines(keepends=True)[:SNIFF_LINES]
+    while len(lines) > 1 and sum(map(len, lines)) > SNIFF_CHARS:
+        lines.pop()
+    return "".join(lines)[:SNIFF_CHARS]
+
+
+def _first_row(sample: str, delimiter: str) -> list[str]:
+    reader = csv.reader(io.StringIO(sample, newline=""), delimiter=delimiter)
+    try:
+        for cells in reader:
+            if not _blank(cells):
+                return cells
+    except csv.Error:  # a sample cut inside a quoted field
+        return []
+    return []
+
+
+def _newline(sample: str) -> str:
+    at = next((i for i, ch in enumerate(sample) if ch in "\r\n"), -1)
+    if at < 0:
+        return "\r\n"
+    if sample[at] == "\r":
+        return "\r\n" if sample[at + 1 : at + 2] == "\n" else "\r"
+    return "\n"
+
+
+def _blank(cells: Sequence[str]) -> bool:
+    return all(not cell.strip() for cell in cells)
+
+
+def _rows(f: IO[str], delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """(line the row starts on, cells). Strict quoting: a quote never closed is an error, not a lost file."""
+    reader = csv.reader(f, delimiter=delimiter, strict=True)
+    start = 1
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise BadFile(f"line {start}: malformed CSV ({e})") from e
+        yield start, cells
+        start = reader.line_num + 1
+
+
+# -- reading rows ---------------------------------------------------------------------------------------
+
+
+class RowReader:
+    """Rows of one file in chunks, for one consumer that may call from different threads in turn."""
+
+    def __init__(self, path: Path, layout: Layout, *, source: str, file_id: str, chunk_rows: int) -> None:
+        self._file = path.open(encoding=layout.encoding, newline="")
+        self._name = path.name
+        self._rows = _rows(self._file, layout.delimiter)
+        self._layout = layout
+        self._source = source
+        self._file_id = file_id
+        self._chunk_rows = chunk_rows
+        self._seen_header = False
+        self._lock = threading.Lock()
+
+    def next_chunk(self) -> list[Row]:
+        """Up to `chunk_rows` rows; an empty list at the end of the file."""
+        with self._lock:
+            if self._file.closed:
+                return []
+            chunk: list[Row] = []
+            for line_no, cells in self._rows:
+                chunk.append(self._row(line_no, cells))
+                if len(chunk) >= self._chunk_rows:
+                    break
+            return chunk
+
+    def _row(self, line_no: int, cells: list[str]) -> Row:
+        if _blank(cells):
+            return Row(line_no, cells)
+        if not self._seen_header:
+            self._seen_header = True
+            return Row(line_no, cells, header=True)
+        origin = f"{self._file_id}:{line_no}"
+        where = f"{self._name} line {line_no}"
+        return Row(line_no, cells, self._layout.record(self._source, origin, cells, where))
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+    def __enter__(self) -> RowReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- writing results ------------------------------------------------------------------------------------
+
+
+class ResultsWriter:
+    """Writes `<name>.part` as rows complete; `commit` makes it the results file in one rename."""
+
+    def __init__(self, part: Path, layout: Layout) -> None:
+        self.part = part
+        self._layout = layout
+        encoding = "utf-8-sig" if layout.excel_bom else "utf-8"
+        self._file = part.open("w", encoding=encoding, newline="")
+        self._writer = csv.writer(self._file, delimiter=layout.delimiter, lineterminator=layout.newline)
+
+    def write_chunk(self, rows: Sequence[Row], statuses: Sequence[str | None]) -> int:
+        """Write rows in order; `statuses` holds one entry per row that has a record. Returns records."""
+        answers = iter(statuses)
+        done = 0
+        for row in rows:
+            status = None
+            if row.record is not None:
+                status = next(answers)
+                done += 1
+            self._writer.writerow(self._layout.result_cells(row, status))
+        return done
+
+    def commit(self, final: Path) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self.part.replace(final)
+
+    def discard(self) -> None:
+        self._file.close()
+        self.part.unlink(missing_ok=True)
+
+
+def rewrite_statuses(path: Path, fmt: ResultsFormat, updates: Mapping[int, str]) -> int:
+    """Replace the status cells of the rows starting on the given lines; a copy then one rename."""
+    with path.open("rb") as probe:
+        bom = probe.read(3) == codecs.BOM_UTF8
+    part = path.with_name(path.name + ".part")
+    changed = 0
+    with (
+        path.open(encoding="utf-8-sig", newline="") as src,
+        part.open("w", encoding="utf-8-sig" if bom else "utf-8", newline="") as dst,
+    ):
+        writer = csv.writer(dst, delimiter=fmt.delimiter, lineterminator=fmt.newline)
+        for line_no, cells in _rows(src, fmt.delimiter):
+            status = updates.get(line_no)
+            if status is not None and cells:
+                changed += 1
+                writer.writerow(place_status(cells, fmt.status_index, status, replace=True))
+            else:
+                writer.writerow(cells)
+        dst.flush()
+        os.fsync(dst.fileno())
+    part.replace(path)
+    return changed
+
+
+# -- names in processed/ and failed/ --------------------------------------------------------------------
+
+
+def results_name(name: str) -> str:
+    path = Path(name)
+    return f"{path.stem}.results{path.suffix or '.csv'}"
+
+
+def reason_name(name: str) -> str:
+    return f"{name}.reason.txt"
+
+
+def free_names(
+    folder: Path, name: str, companion: Callable[[str], str], now: datetime | None = None
+) -> tuple[Path, Path]:
+    """Destinations for a file and its companion that overwrite nothing: `x.csv`, else `x-<UTC time>.csv`."""
+    if not (folder / name).exists() and not (folder / companion(name)).exists():
+        return folder / name, folder / companion(name)
+    path = Path(name)
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    attempt = 1
+    while True:
+        tail = "" if attempt == 1 else f"-{attempt}"
+        candidate = f"{path.stem}-{stamp}{tail}{path.suffix}"
+        if not (folder / candidate).exists() and not (folder / companion(candidate)).exists():
+            return folder / candidate, folder / companion(candidate)
+        attempt += 1

@@ -1,0 +1,109 @@
+"""Set-up shared by the end-to-end tests: folders, configs, the connector as a real subprocess."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "e2e-secret-token"
+
+
+def ro_mobile(i: int) -> str:
+    return f"07{40 + (i // 1_000_000) % 10}{i % 1_000_000:06d}"
+
+
+def write_orders(path: Path, rows: int, start: int = 0) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["Order ID", "Name", "Phone", "Status"])
+        for i in range(start, start + rows):
+            writer.writerow([f"A-{i}", f"Customer {i}", ro_mobile(i), "Confirmed"])
+    return path
+
+
+def ro_config(
+    folder: Path,
+    url: str,
+    *,
+    settle: str = "100ms",
+    concurrency: int = 8,
+    key_column: str | None = None,
+    extra: str = "",
+) -> Path:
+    inbox = folder / "inbox"
+    inbox.mkdir(exist_ok=True)
+    key = f"    key_column: {key_column}\n" if key_column else ""
+    text = f"""state: sqlite:///connector.db
+log: {{format: json, level: info}}
+sinks:
+  ro:
+    type: robo_sms_ro
+    token: ${{ROBO_SMS_TOKEN}}
+    url: {url}/api/sms/
+    concurrency: {concurrency}
+    timeout: 5s
+    max_retry_time: 5s
+{extra}
+sources:
+  erp:
+    type: csv_folder
+    path: ./inbox
+    settle: {settle}
+{key}rules:
+  - name: confirm
+    source: erp
+    when: "row['Status'] == 'Confirmed'"
+    to: "{{{{ row['Phone'] }}}}"
+    country: RO
+    message: "Hi {{{{ row['Name'] }}}}, order {{{{ row['Order ID'] }}}} is confirmed."
+    sink: ro
+"""
+    path = folder / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "ROBO_SMS_TOKEN": TOKEN}
+
+
+def connector(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "connector", *args],
+        cwd=cwd,
+        env=env(),
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def start_connector(*args: str, cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    handle = log.open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "connector", *args],
+        cwd=cwd,
+        env=env(),
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def read_results(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        return list(csv.DictReader(handle))
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
