@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 
 from connector.ledger import Entry, State
@@ -13,8 +14,14 @@ def is_resend(cell: str) -> bool:
     return cell.strip().lower() == RESEND
 
 
+@functools.lru_cache(maxsize=64)
+def _stamp_second(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def stamp(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """UTC to the second; cached because a batch stamps thousands of statuses within one second."""
+    return _stamp_second(int(epoch))
 
 
 def of_entry(entry: Entry) -> str:

@@ -350,10 +350,10 @@ def test_templates_are_compiled_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(rules._ENV, "compile", counting_compile)
     rule = make_rule()
-    assert len(compiled) == 3  # when, to, message: the counter sees compilation
+    assert len(compiled) == 4  # when, to, message, and all three as one: the counter sees compilation
     records = [ROW, row(Status="No"), without("Name"), row(Phone="x"), {"Status": "Confirmed"}]
     decisions = [rule.evaluate(records[i % len(records)]) for i in range(1000)]
-    assert len(compiled) == 3
+    assert len(compiled) == 4
     assert sum(1 for d in decisions if d is not None and d.ok) == 200
 
 
@@ -419,3 +419,28 @@ def test_decision_is_immutable() -> None:
     assert isinstance(decision, Decision)
     with pytest.raises(AttributeError):
         decision.text = "changed"  # type: ignore[misc]
+
+
+def test_single_render_fast_path_decides_exactly_like_the_field_by_field_path() -> None:
+    import dataclasses
+
+    fast = make_rule()
+    assert fast._combined is not None
+    reference = dataclasses.replace(fast, _combined=None)
+    records = [
+        ROW, row(Status="No"), without("Name"), without("Status"), row(Phone="x"), row(Phone=""),
+        row(Phone="0212345678"), row(Name="  padded  "), row(Name="sep\x1einside"), row(Phone="07\x1e40"),
+        {"Status": "Confirmed"}, row(Name=None), row(Status=None),
+    ]
+    def summary(d: Decision | None) -> tuple[Any, ...] | None:
+        return None if d is None else (d.to, d.text, d.problem, d.raw_to)
+
+    for record in records:
+        assert summary(fast.evaluate(record)) == summary(reference.evaluate(record)), record
+
+
+def test_rules_with_statements_use_the_field_by_field_path_only() -> None:
+    rule = make_rule(message="{% if row['Name'] %}Hi {{ row['Name'] }}{% endif %}")
+    assert rule._combined is None
+    decision = rule.evaluate(ROW)
+    assert decision is not None and decision.ok
