@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 
 from connector.errors import AccountError, SinkError
 from connector.events import Message, OutcomeKind
+from connector.http import TRANSPORTS, make_client
 from sinks import SINK_TYPES
 from sinks.robo_sms_pk import RoboSmsPkConfig, RoboSmsPkSink
 from tests.emulators.base import Fault
@@ -41,9 +42,10 @@ def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(RoboSmsPkSink, "first_wait", 0.01)
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as shared:
+@pytest.fixture(params=TRANSPORTS)
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
+    """The product's client on each transport: the outcome tables must hold on both."""
+    async with make_client(64, request.param) as shared:
         yield shared
 
 
