@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import socket
@@ -14,21 +13,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.helpers import ro_mobile, write_orders
+
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def ro_mobile(i: int) -> str:
-    """Distinct valid Romanian mobile numbers, written the way an ERP would (national format)."""
-    return f"07{40 + (i // 1_000_000) % 10}{i % 1_000_000:06d}"
-
-
-def write_orders(path: Path, rows: int, *, start: int = 0) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["Order ID", "Name", "Phone", "Status"])
-        for i in range(start, start + rows):
-            writer.writerow([f"A-{i}", f"Customer {i % 997}", ro_mobile(i), "Confirmed"])
-    return path
+__all__ = ["ro_mobile", "write_orders"]  # re-exported: one generator for tests and benchmarks
 
 
 def config_text(

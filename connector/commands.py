@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import httpx
 import structlog
@@ -26,18 +26,17 @@ log = structlog.get_logger(__name__)
 
 
 async def run(loaded: LoadedConfig) -> int:
-    runtime = await Runtime.open(loaded)
-    try:
-        await runtime.run()
-    finally:
-        await runtime.close()
-    return 0
+    return await _with_runtime(loaded, Runtime.run)
 
 
 async def once(loaded: LoadedConfig) -> int:
+    return await _with_runtime(loaded, Runtime.once)
+
+
+async def _with_runtime(loaded: LoadedConfig, action: Callable[[Runtime], Awaitable[None]]) -> int:
     runtime = await Runtime.open(loaded)
     try:
-        await runtime.once()
+        await action(runtime)
     finally:
         await runtime.close()
     return 0

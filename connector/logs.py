@@ -85,6 +85,20 @@ def configure(
     # httpx logs every request URL at INFO; PK's check-balance carries the key in its query.
     for noisy in ("httpx", "httpcore", "apscheduler", "watchdog", "aiohttp"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+    inotify = logging.getLogger("watchdog.observers.inotify")
+    if not any(isinstance(f, _WatchdogStopRace) for f in inotify.filters):
+        inotify.addFilter(_WatchdogStopRace())
+
+
+class _WatchdogStopRace(logging.Filter):
+    """watchdog logs an ERROR when an inotify event lands while its watcher is being stopped.
+
+    Nothing is lost (the folder is rescanned at every start), and an error line at every clean
+    shutdown would teach operators to ignore error lines.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "called when the thread is inactive" not in record.getMessage()
 
 
 def redact_text(text: str, secrets: Iterable[str]) -> str:

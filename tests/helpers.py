@@ -7,14 +7,17 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from connector.events import Message
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "e2e-secret-token"
 
 
 def ro_mobile(i: int) -> str:
+    """Distinct valid Romanian mobile numbers, written the way an ERP would (national format)."""
     return f"07{40 + (i // 1_000_000) % 10}{i % 1_000_000:06d}"
 
 
@@ -107,3 +110,13 @@ def wait_for(check: Callable[[], bool], timeout: float = 60, what: str = "condit
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+class Hook:
+    """An `on_sending` hook that records which message ids each request carried."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    async def __call__(self, group: Sequence[Message]) -> None:
+        self.calls.append([m.id for m in group])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -16,12 +15,12 @@ from structlog.testing import capture_logs
 
 from connector.errors import AccountError, SinkError
 from connector.events import Message, OutcomeKind
-from connector.http import TRANSPORTS, make_client
 from sinks import SINK_TYPES
 from sinks.robo_sms_pk import RoboSmsPkConfig, RoboSmsPkSink
 from tests.emulators.base import Fault
 from tests.emulators.robo_pk import PkEmulator
 from tests.emulators.server import EmulatorServer
+from tests.helpers import Hook
 
 EMAIL = "ops@example.com"
 KEY = "pk-secret-key-123"
@@ -29,24 +28,9 @@ MASK = "SMS-ALERT"
 NUMBER = "+923001234567"
 
 
-class Hook:
-    def __init__(self) -> None:
-        self.calls: list[list[str]] = []
-
-    async def __call__(self, group: Sequence[Message]) -> None:
-        self.calls.append([m.id for m in group])
-
-
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(RoboSmsPkSink, "first_wait", 0.01)
-
-
-@pytest.fixture(params=TRANSPORTS)
-async def client(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
-    """The product's client on each transport: the outcome tables must hold on both."""
-    async with make_client(64, request.param) as shared:
-        yield shared
 
 
 def make_sink(client: httpx.AsyncClient, base: str, **config: Any) -> RoboSmsPkSink:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,35 +12,20 @@ import pytest
 from structlog.testing import capture_logs
 
 from connector.events import Message, OutcomeKind
-from connector.http import TRANSPORTS, make_client
 from sinks import SINK_TYPES
 from sinks.robo_sms_ro import RoboSmsRoConfig, RoboSmsRoSink
 from tests.emulators.base import Fault
 from tests.emulators.robo_ro import RoEmulator
 from tests.emulators.server import EmulatorServer
+from tests.helpers import Hook
 
 TOKEN = "ExampleTokenx0x0x0x0x0x0x0x0x0x0"
 NUMBER = "+40740123456"
 
 
-class Hook:
-    def __init__(self) -> None:
-        self.calls: list[list[str]] = []
-
-    async def __call__(self, group: Sequence[Message]) -> None:
-        self.calls.append([m.id for m in group])
-
-
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(RoboSmsRoSink, "first_wait", 0.01)
-
-
-@pytest.fixture(params=TRANSPORTS)
-async def client(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
-    """The product's client on each transport: the outcome tables must hold on both."""
-    async with make_client(64, request.param) as shared:
-        yield shared
 
 
 def make_sink(client: httpx.AsyncClient, base: str, **config: Any) -> RoboSmsRoSink:
