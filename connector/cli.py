@@ -61,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except ConnectorError as exc:
         log.error("cannot start", error=str(exc))
+        print(f"cannot start: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

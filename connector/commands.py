@@ -36,6 +36,7 @@ async def once(loaded: LoadedConfig) -> int:
 async def _with_runtime(loaded: LoadedConfig, action: Callable[[Runtime], Awaitable[None]]) -> int:
     runtime = await Runtime.open(loaded)
     try:
+        await runtime.verify_sinks()
         await action(runtime)
     finally:
         await runtime.close()

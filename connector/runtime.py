@@ -20,7 +20,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from connector.config_loader import LoadedConfig
 from connector.engine import Engine
-from connector.errors import ConfigError, ConfigProblem
+from connector.errors import AccountError, ConfigError, ConfigProblem, SinkError
 from connector.http import make_client
 from connector.ledger import Entry, Ledger, open_ledger
 from connector.rules import compile_rules
@@ -119,6 +119,26 @@ class Runtime:
                 count=recovered,
             )
         return runtime
+
+    async def verify_sinks(self) -> None:
+        """Ask each provider whether the account works, where it can say so without sending.
+
+        A refused account stops the start (exit 1: nothing would be sent, and every record would
+        wait as `pending`); a provider that cannot be reached right now is only a warning: the
+        sends will be retried like any other.
+        """
+        refused: list[str] = []
+        for name, sink in self.sinks.items():
+            try:
+                summary = await sink.check()
+            except AccountError as exc:
+                refused.append(f"sink {name}: {exc}")
+            except (SinkError, httpx.HTTPError) as exc:
+                log.warning("cannot verify the sink's account now; carrying on", sink=name, error=str(exc))
+            else:
+                log.info("sink ready", sink=name, account=summary)
+        if refused:
+            raise AccountError("; ".join(refused))
 
     async def close(self) -> None:
         for sink in self.sinks.values():

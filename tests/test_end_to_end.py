@@ -93,3 +93,55 @@ def test_status_and_check_commands(tmp_path: Path, emulator: RoEmulator, url: st
     check = connector("check", "-c", "config.yaml", cwd=tmp_path)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "robo_sms_ro" in check.stdout and TOKEN not in check.stdout
+
+
+PK_KEY = "pk-e2e-key"
+
+
+def pk_config(folder: Path, url: str, key: str) -> None:
+    (folder / "inbox").mkdir(exist_ok=True)
+    (folder / "config.yaml").write_text(f"""
+state: sqlite:///connector.db
+sinks:
+  pk:
+    type: robo_sms_pk
+    email: ops@example.com
+    key: {key}
+    mask: SMS-ALERT
+    url: {url}/api
+    encoding: form
+sources:
+  erp: {{type: csv_folder, path: ./inbox, settle: 0ms}}
+rules:
+  - name: promo
+    source: erp
+    to: "{{{{ row['Phone'] }}}}"
+    country: PK
+    message: "Eid sale: 20% off until Friday."
+    sink: pk
+""")
+    (folder / "inbox" / "promo.csv").write_text("Phone\n03001234567\n0300 765 4321\n+92 345 1112223\n")
+
+
+def test_pk_refused_key_stops_the_start_and_bulk_sends_once_fixed(tmp_path: Path) -> None:
+    from tests.emulators.robo_pk import PkEmulator
+
+    emulator = PkEmulator(email="ops@example.com", key=PK_KEY)
+    with EmulatorServer(emulator) as url:
+        pk_config(tmp_path, url, "wrong-key")
+        check = connector("check", "-c", "config.yaml", cwd=tmp_path)
+        assert check.returncode == 1 and "UNUSABLE credentials" in check.stdout
+        refused = connector("once", "-c", "config.yaml", cwd=tmp_path)
+        assert refused.returncode == 1, refused.stderr
+        assert "cannot start" in refused.stderr and "wrong-key" not in refused.stderr
+        assert (tmp_path / "inbox" / "promo.csv").exists()  # nothing taken, nothing held
+        assert [r["path"] for r in emulator.requests] == ["/api/check-balance"] * 2
+
+        pk_config(tmp_path, url, PK_KEY)
+        sent = connector("once", "-c", "config.yaml", cwd=tmp_path)
+        assert sent.returncode == 0, sent.stderr
+    sends = [r for r in emulator.requests if r["path"] == "/api/send-message"]
+    assert len(sends) == 1, "one text to three numbers travels as one bulk request"
+    assert sorted(m["to"] for m in emulator.accepted) == ["923001234567", "923007654321", "923451112223"]
+    statuses = [r["SMS Status"] for r in read_results(tmp_path / "inbox" / "processed" / "promo.results.csv")]
+    assert all(s.startswith("sent ") for s in statuses), statuses
