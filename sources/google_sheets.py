@@ -1,31 +1,470 @@
-"""Google Sheets source (config only in this version; polling arrives with the Sheets issue)."""
+"""Google Sheets source: poll a worksheet, hand due rows to the engine, write statuses back.
+
+One poll, in API requests (the figures the quota is spent on):
+
+1. read the used range (one values.get) and turn rows into records; a row is due when its status
+   cell is empty, says `resend`, or says `pending` (held earlier: the ledger may know better now).
+   Rows with any other status are left alone and cost nothing more. Nothing due: the poll ends here.
+2. re-read the key column only (the whole range when rows are found by fingerprint), because people
+   insert, delete and sort rows while the engine sends: a status goes where its row is now.
+3. write every changed status in one values:batchUpdate, RAW, so no status is read as a formula.
+
+Opening the spreadsheet costs a token and two metadata requests; the handles are then cached.
+A missing status column is added to the header row in the same batch write, after one structural
+request that widens the grid if there is no spare column.
+
+A row's identity is its key (`key_column`) or a fingerprint of its cells without the status cell,
+so the ledger recognises a row after it moved: a status cleared by hand is answered from the
+ledger and rewritten, never sent twice. A write that fails loses nothing: cells stay empty, and the
+next poll gets the same statuses back from the ledger. `resend` is the exception (it forces a send),
+so a `resend` whose status could not be written is remembered in the ledger's notes until it is.
+
+Blocking gspread work happens in `sources.sheets_client`, entered only through `_blocking`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
+import os
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self, TypeVar
 
-from pydantic import model_validator
+import structlog
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from pydantic import field_validator, model_validator
 
+from connector.errors import SourceError
+from connector.events import Record
+from connector.status import is_resend
 from connector.types import STRICT, Duration
-from sources.base import SourceConfigBase
+from sources.base import Source, SourceConfigBase, SourceContext, StatusUpdate
+from sources.sheets_client import Block, Cell, Grid, SheetsClient, column_letter
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+_SPREADSHEET_URL = re.compile(r"/spreadsheets/d/([A-Za-z0-9_-]+)")
 
 
 class GoogleSheetsConfig(SourceConfigBase):
     model_config = STRICT
     type: Literal["google_sheets"]
-    spreadsheet: str
-    worksheet: str | None = None
-    credentials: Path | None = None
-    every: Duration | None = None
+    spreadsheet: str  # key, or the URL from the browser (reduced to its key)
+    worksheet: str | None = None  # title; default: the first worksheet
+    credentials: Path | None = None  # service-account key; default $GOOGLE_APPLICATION_CREDENTIALS
+    every: Duration | None = None  # default 60s when neither `every` nor `cron` is given
     cron: str | None = None
     header_row: int = 1
     key_column: str | None = None
     status_column: str = "SMS Status"
     api_url: str = "https://sheets.googleapis.com"
+    timeout: Duration = 30.0  # per API request
+    max_retry_time: Duration = 120.0  # retries of one call (429, 5xx) give up after this
+
+    @field_validator("spreadsheet")
+    @classmethod
+    def _spreadsheet_key(cls, value: str) -> str:
+        if "/" in value:
+            match = _SPREADSHEET_URL.search(value)
+            if match is None:
+                raise ValueError("not a spreadsheet URL: expected .../spreadsheets/d/KEY/...")
+            return match.group(1)
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            CronTrigger.from_crontab(value, timezone=UTC)  # its ValueError names the bad field
+        return value
+
+    @field_validator("header_row")
+    @classmethod
+    def _positive_row(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("rows are numbered from 1")
+        return value
+
+    @field_validator("every", "timeout", "max_retry_time")
+    @classmethod
+    def _positive(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise ValueError("must be longer than 0s")
+        return value
+
+    @field_validator("status_column")
+    @classmethod
+    def _named(cls, value: str) -> str:
+        if not value:
+            raise ValueError("the status column needs a name")
+        return value
 
     @model_validator(mode="after")
     def _one_schedule(self) -> Self:
         if self.every is not None and self.cron is not None:
             raise ValueError("give either `every` or `cron`, not both")
         return self
+
+
+# -- the sheet as read ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SheetRow:
+    number: int  # 1-based row in the sheet
+    origin: str
+    cell: str  # the status cell exactly as it stands
+    record: Record
+
+
+@dataclass(slots=True)
+class Table:
+    """One read of the worksheet: its layout and the rows that need the engine."""
+
+    grid: Grid
+    names: tuple[str, ...] = ()
+    status_col: int = 0  # 1-based; one past the used width when the column is missing
+    status_exists: bool = False
+    key_col: int = 0  # 1-based; 0 without key_column
+    due: list[SheetRow] = field(default_factory=list)
+    rows_by_origin: dict[str, list[int]] = field(default_factory=dict)  # every data row, for locating
+    duplicates: set[str] = field(default_factory=set)  # origins shared by rows with one key
+
+
+def _rows(block: Block) -> dict[int, list[str]]:
+    """Rows by sheet number, each padded on the left so that index 0 is column A."""
+    pad = [""] * (block.col - 1)
+    return {block.row + i: pad + cells for i, cells in enumerate(block.values)}
+
+
+def _fingerprint(cells: Sequence[str], status_index: int) -> str:
+    kept = [c for i, c in enumerate(cells) if i != status_index]
+    while kept and not kept[-1]:
+        kept.pop()
+    digest = hashlib.blake2b("\x1f".join(kept).encode("utf-8", "surrogatepass"), digest_size=12)
+    return digest.hexdigest()
+
+
+def _rows_text(numbers: Sequence[int]) -> str:
+    listed = [str(n) for n in numbers]
+    return listed[0] if len(listed) == 1 else f"{', '.join(listed[:-1])} and {listed[-1]}"
+
+
+def _header_names(cells: Sequence[str]) -> tuple[str, ...]:
+    names = tuple(cell.strip() or f"column {i}" for i, cell in enumerate(cells, start=1))
+    counts = Counter(names)
+    repeated = [name for name, count in counts.items() if count > 1]
+    if repeated:
+        raise SourceError(f"duplicate column {repeated[0]!r} in the header row")
+    return names
+
+
+def read_table(source: str, config: GoogleSheetsConfig, grid: Grid, block: Block) -> Table:
+    """The records of one read; only rows that need the engine become records."""
+    table = Table(grid)
+    rows = _rows(block)
+    header_cells = rows.get(config.header_row, [])
+    data = {n: cells for n, cells in rows.items() if n > config.header_row and any(c.strip() for c in cells)}
+    if not any(c.strip() for c in header_cells):
+        if data:
+            raise SourceError(f"header row {config.header_row} of {grid.title!r} is empty")
+        return table  # an empty sheet: nothing to do
+    names = _header_names(header_cells)
+    key_index: int | None = None
+    if config.key_column is not None:
+        if config.key_column not in names:
+            raise SourceError(
+                f"key column {config.key_column!r} not in the header row of {grid.title!r}: "
+                + ", ".join(names)
+            )
+        key_index = names.index(config.key_column)
+        table.key_col = key_index + 1
+    table.names = names
+    table.status_exists = config.status_column in names
+    width = max([len(names), *(len(cells) for cells in data.values())])
+    status_index = names.index(config.status_column) if table.status_exists else width
+    table.status_col = status_index + 1
+    prefix = f"sheet:{grid.spreadsheet_id}:{grid.sheet_id}:"
+
+    keyed: dict[int, str] = {}
+    origins: dict[int, str] = {}
+    seen: Counter[str] = Counter()
+    rows_of_key: dict[str, list[int]] = defaultdict(list)
+    for number, cells in data.items():
+        key = cells[key_index].strip() if key_index is not None and key_index < len(cells) else ""
+        if key:
+            keyed[number] = key
+            rows_of_key[key].append(number)
+            origins[number] = f"{prefix}key:{key}"
+        else:
+            # Identical rows get an occurrence number: the same origin twice would look to the
+            # ledger like one record read twice, and both would be sent.
+            digest = _fingerprint(cells, status_index)
+            seen[digest] += 1
+            origins[number] = f"{prefix}row:{digest}" + (f"#{seen[digest]}" if seen[digest] > 1 else "")
+        table.rows_by_origin.setdefault(origins[number], []).append(number)
+
+    for number, cells in data.items():
+        cell = cells[status_index] if status_index < len(cells) else ""
+        status = cell.strip()
+        if status and not is_resend(status) and status.split()[0].lower() != "pending":
+            continue
+        problem: str | None = None
+        row_key = keyed.get(number)
+        if key_index is not None and row_key is None:
+            problem = f"empty key column {config.key_column!r}"
+        elif row_key is not None and len(rows_of_key[row_key]) > 1:
+            problem = f"duplicate key {row_key!r} (rows {_rows_text(rows_of_key[row_key])})"
+            table.duplicates.add(origins[number])
+        row = {name: (cells[i] if i < len(cells) else "") for i, name in enumerate(names)}
+        record = Record(
+            source=source,
+            row=row,
+            origin=origins[number],
+            key=row_key,
+            # `pending` goes to the engine as empty: the ledger answers how the send stands now.
+            status=status if is_resend(status) else "",
+            problem=problem,
+            where=f"{grid.title} row {number}",
+        )
+        table.due.append(SheetRow(number, origins[number], cell, record))
+    return table
+
+
+# -- the source -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    statuses: dict[str, str]  # origin -> status
+    duplicates: frozenset[str]
+    status_col: int
+    key_col: int  # 1-based; 0 without key_column
+    add_header: bool
+
+
+class GoogleSheetsSource(Source):
+    type_name = "google_sheets"
+    config_model = GoogleSheetsConfig
+    config: GoogleSheetsConfig
+
+    default_every = 60.0
+
+    def __init__(self, name: str, config: GoogleSheetsConfig, ctx: SourceContext) -> None:
+        super().__init__(name, config, ctx)
+        key_file = config.credentials
+        if key_file is None and os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
+            key_file = Path(os.environ["GOOGLE_APPLICATION_CREDENTIALS"])
+        if key_file is not None and not key_file.is_absolute():
+            key_file = ctx.base_dir / key_file
+        self.client = SheetsClient(
+            key_file=key_file,
+            spreadsheet=config.spreadsheet,
+            worksheet=config.worksheet,
+            api_url=config.api_url,
+            timeout=config.timeout,
+            max_retry_time=config.max_retry_time,
+            source=name,
+        )
+        self._lock = asyncio.Lock()  # one poll at a time, whoever starts it
+        self._held: dict[str, str] = {}  # statuses from write_back, written with the next poll
+        self._scope = f"sheets:{name}"
+        self.job_id = f"google_sheets:{name}"
+
+    async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        # THE thread boundary: every gspread / google-auth call crosses here, never on the loop.
+        return await asyncio.to_thread(fn, *args)
+
+    # -- scheduling ---------------------------------------------------------------------------------
+
+    def trigger(self) -> CronTrigger | IntervalTrigger:
+        if self.config.cron is not None:
+            return CronTrigger.from_crontab(self.config.cron, timezone=UTC)
+        return IntervalTrigger(seconds=self.config.every or self.default_every, timezone=UTC)
+
+    async def run(self) -> None:
+        scheduler = self.ctx.scheduler
+        own = scheduler is None
+        if own:
+            scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone="UTC")
+            scheduler.start()
+        assert scheduler is not None
+        # max_instances=1: a slow poll (quota back-off, a big sheet) is never overlapped by the next.
+        scheduler.add_job(
+            self.scheduled_poll,
+            self.trigger(),
+            id=self.job_id,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),
+            misfire_grace_time=None,
+        )
+        log.info("sheet polled", source=self.name, schedule=self.config.cron or f"every {self.trigger()}")
+        try:
+            await self.ctx.stopping.wait()
+        finally:
+            with contextlib.suppress(JobLookupError):
+                scheduler.remove_job(self.job_id)
+            self.client.cancel()  # no more waiting out a 429: the ledger keeps what is not written
+            async with self._lock:  # the poll in hand finishes its sends and its write
+                pass
+            if own:
+                scheduler.shutdown(wait=False)
+
+    async def scheduled_poll(self) -> None:
+        try:
+            await self.poll()
+        except SourceError as e:
+            log.error("sheet poll failed; statuses wait in the ledger", source=self.name, error=str(e))
+        except Exception:
+            log.exception("sheet poll failed; statuses wait in the ledger", source=self.name)
+
+    async def once(self) -> None:
+        await self.poll()
+
+    # -- one poll -----------------------------------------------------------------------------------
+
+    async def poll(self) -> int:
+        """Read, process, write back. Answers how many status cells were written."""
+        async with self._lock:
+            table = await self._blocking(self._read_table)
+            if table.due:
+                await self._known_resends(table)
+            records = [row.record for row in table.due]
+            statuses = await self.ctx.process(records) if records else []
+            if len(statuses) != len(records):
+                raise SourceError(f"{len(statuses)} statuses came back for {len(records)} records")
+            resent = [r.origin for r, s in zip(table.due, statuses, strict=True) if s and is_resend(r.cell)]
+            for origin in resent:  # durable before the write: a failed write must not send it again
+                await self.ctx.notes.set_note(self._scope, origin, "resent")
+            changed = {
+                row.origin: status
+                for row, status in zip(table.due, statuses, strict=True)
+                if status is not None and status != row.cell
+            }
+            held = dict(self._held)
+            if not changed and not held:
+                return 0
+            write = _Write(
+                statuses={**held, **changed},
+                duplicates=frozenset(table.duplicates),
+                status_col=table.status_col,
+                key_col=table.key_col,
+                add_header=not table.status_exists,
+            )
+            written = await self._blocking(self._locate_and_write, write)
+            for origin, status in held.items():
+                if self._held.get(origin) == status:
+                    del self._held[origin]
+            for origin in resent:
+                await self.ctx.notes.set_note(self._scope, origin, "")
+            return written
+
+    async def _known_resends(self, table: Table) -> None:
+        """`resend` cells whose forced send already happened (its status was never written)."""
+        for index, row in enumerate(table.due):
+            if row.record.status and await self.ctx.notes.get_note(self._scope, row.origin):
+                plain = Record(
+                    source=row.record.source,
+                    row=row.record.row,
+                    origin=row.record.origin,
+                    key=row.record.key,
+                    status="",
+                    problem=row.record.problem,
+                    where=row.record.where,
+                )
+                table.due[index] = SheetRow(row.number, row.origin, row.cell, plain)
+
+    def _read_table(self) -> Table:
+        block = self.client.read()
+        return read_table(self.name, self.config, self.client.grid(), block)
+
+    def _locate_and_write(self, write: _Write) -> int:
+        """Find each row where it is now, then write every status in one batch. Blocking."""
+        grid = self.client.grid()
+        key_prefix = f"sheet:{grid.spreadsheet_id}:{grid.sheet_id}:key:"
+        if write.key_col and all(origin.startswith(key_prefix) for origin in write.statuses):
+            located = self._locate_by_key(write.key_col, key_prefix)
+        else:
+            located = self._table_now().rows_by_origin
+        cells: list[Cell] = []
+        for origin, status in write.statuses.items():
+            rows = located.get(origin, [])
+            if not rows:
+                log.warning(
+                    "row gone before its status was written; the ledger keeps it",
+                    source=self.name,
+                    origin=origin,
+                    status=status,
+                )
+            elif len(rows) > 1 and origin not in write.duplicates:
+                log.warning(
+                    "key now on several rows; status not written, the ledger keeps it",
+                    source=self.name,
+                    origin=origin,
+                    rows=rows,
+                )
+            else:
+                cells.extend(Cell(row, write.status_col, status) for row in rows)
+        if not cells:
+            return 0
+        if write.add_header:
+            self.client.widen(write.status_col)
+            cells.append(Cell(self.config.header_row, write.status_col, self.config.status_column))
+        ranges = self.client.write(cells)
+        log.info("sheet statuses written", source=self.name, cells=len(cells), ranges=ranges)
+        return len(cells)
+
+    def _locate_by_key(self, key_col: int, key_prefix: str) -> dict[str, list[int]]:
+        """One read of the key column: where each key is now."""
+        letter = column_letter(key_col)
+        located: dict[str, list[int]] = defaultdict(list)
+        for number, cells in _rows(self.client.read(f"{letter}:{letter}")).items():
+            key = cells[key_col - 1].strip() if len(cells) >= key_col else ""
+            if number > self.config.header_row and key:
+                located[key_prefix + key].append(number)
+        return located
+
+    def _table_now(self) -> Table:
+        return read_table(self.name, self.config, self.client.grid(), self.client.read())
+
+    # -- statuses that change later, preview, check -------------------------------------------------
+
+    async def write_back(self, updates: Sequence[StatusUpdate]) -> None:
+        for update in updates:
+            if update.origin.startswith("sheet:"):
+                self._held[update.origin] = update.status
+            else:
+                log.warning(
+                    "sheet status update with a foreign origin", source=self.name, origin=update.origin
+                )
+
+    def preview(self) -> Iterator[Record]:
+        yield from (row.record for row in self._read_table().due)
+
+    async def check(self) -> str:
+        return await self._blocking(self._check)
+
+    def _check(self) -> str:
+        grid = self.client.grid()
+        row = self.config.header_row
+        table = read_table(self.name, self.config, grid, self.client.read(f"{row}:{row}"))
+        if not table.names:
+            raise SourceError(f"header row {row} of {grid.title!r} is empty")
+        status = "present" if table.status_exists else "will be added"
+        key = f", key {self.config.key_column!r}" if self.config.key_column else ", rows found by fingerprint"
+        return (
+            f"{grid.spreadsheet_title!r} / {grid.title!r}: {len(table.names)} columns{key}, "
+            f"status column {self.config.status_column!r} {status}"
+        )

@@ -93,6 +93,8 @@ class Emulator:
 
     #: whether `Fault(code=...)` means anything to this provider
     uses_codes = False
+    #: largest request body the server reads before answering 413
+    max_body = 1 << 20
 
     def __init__(
         self, *, latency: float = 0.0, log: str | Path | None = None, record_requests: bool = True
@@ -151,6 +153,10 @@ class Emulator:
     def next_fault(self) -> Fault | None:
         with self._lock:
             return self._faults.popleft() if self._faults else None
+
+    def takes_fault(self, method: str, path: str) -> bool:
+        """Whether a request to `path` consumes the next queued fault; all do unless overridden."""
+        return True
 
     def record(self, request: HttpRequest) -> None:
         if self.record_requests:

@@ -7,9 +7,10 @@ process answers a few thousand small requests per second.
 
 In a test: ``with EmulatorServer(RoEmulator(token="t")) as url: ...``.
 As a process (benchmarks, crash tests):
-``python -m tests.emulators.server ro|pk --port N [--latency 0.02] [--token T] [--key K]
-[--email E] [--mask M] [--credits N] [--log PATH]`` prints ``listening on URL`` and appends each
-accepted message to ``--log`` as one JSON line.
+``python -m tests.emulators.server ro|pk|sheets --port N [--latency 0.02] [--token T] [--key K]
+[--email E] [--mask M] [--credits N] [--log PATH] [--seed SHEETS.json]`` prints ``listening on URL``
+and appends each accepted message to ``--log`` as one JSON line; ``sheets`` starts with the
+spreadsheets of ``--seed`` (see `sheets.load_seed`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import signal
 import threading
 import traceback
 from http import HTTPStatus
+from pathlib import Path
 from types import TracebackType
 
 import h11
@@ -29,7 +31,6 @@ from tests.emulators.base import Emulator, Fault, HttpRequest, Reply
 
 __all__ = ["Emulator", "EmulatorServer", "Fault", "main"]
 
-MAX_BODY = 1 << 20
 READ_SIZE = 65536
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 
@@ -60,15 +61,15 @@ class _Connection:
             event = await self._event()
             if not isinstance(event, h11.Request):
                 return  # ConnectionClosed or PAUSED: the client is done with us
-            fault = emulator.next_fault()
             target = event.target.decode("latin-1")
             path, _, query = target.partition("?")
+            method = event.method.decode("ascii")
+            fault = emulator.next_fault() if emulator.takes_fault(method, path) else None
             headers: dict[str, str] = {}
             for name, value in event.headers:
                 key = name.decode("latin-1")
                 text = value.decode("latin-1")
                 headers[key] = f"{headers[key]}, {text}" if key in headers else text
-            method = event.method.decode("ascii")
             if fault is not None and fault.drop == "before_body":
                 emulator.record(HttpRequest(method, path, query, headers, b"", self.client))
                 await self._hold(fault)
@@ -93,7 +94,7 @@ class _Connection:
             event = await self._event()
             if isinstance(event, h11.Data):
                 size += len(event.data)
-                if size > MAX_BODY:
+                if size > self.emulator.max_body:
                     return None
                 chunks.append(event.data)
             elif isinstance(event, h11.EndOfMessage):
@@ -238,6 +239,13 @@ def build_emulator(args: argparse.Namespace) -> Emulator:
     from tests.emulators.robo_pk import PkEmulator
     from tests.emulators.robo_ro import RoEmulator
 
+    if args.provider == "sheets":
+        from tests.emulators.sheets import SheetsEmulator, load_seed
+
+        sheets = SheetsEmulator(latency=args.latency, record_requests=False)
+        if args.seed:
+            load_seed(Path(args.seed), sheets)
+        return sheets
     common = {"latency": args.latency, "log": args.log, "record_requests": False}
     if args.provider == "ro":
         credits_ = 1_000_000 if args.credits is None else int(args.credits)
@@ -261,7 +269,7 @@ async def _serve_forever(emulator: Emulator, port: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.emulators.server")
-    parser.add_argument("provider", choices=["ro", "pk"])
+    parser.add_argument("provider", choices=["ro", "pk", "sheets"])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds held before answering")
     parser.add_argument("--token", default="test-token", help="RO token")
@@ -270,6 +278,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mask", default="SMS-ALERT", help="PK approved mask")
     parser.add_argument("--credits", default=None, help="RO credits, or PK balance")
     parser.add_argument("--log", default=None, help="append each accepted message here (JSON lines)")
+    parser.add_argument("--seed", default=None, help="sheets: JSON file of spreadsheets to serve")
     args = parser.parse_args(argv)
     asyncio.run(_serve_forever(build_emulator(args), args.port))
 
