@@ -49,6 +49,20 @@ class _Slot:
     rule: str
     status: str | None = None
     entry: Entry | None = None
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """What `accept` answers for one (record, rule): the ledger key is the event's id."""
+
+    id: str
+    rule: str
+    state: str  # a ledger state, or "skipped" for a duplicate
+    reason: str
+
+
+SendPlan = dict[str, list[tuple[_Slot, Entry]]]
 
 
 class Engine:
@@ -59,12 +73,55 @@ class Engine:
         for rule in rules:
             for source in rule.sources:
                 self._rules[source].append(rule)
+        # Keys being sent by this process. Reserved synchronously, right after the ledger answered,
+        # so two paths of this process never send one key; other processes are kept off by
+        # `ledger.pending(claimed_before=...)`, which never offers a fresh claim to the sweeper.
         self._inflight: set[str] = set()
+        self.started_at = time.time()
+        self._background: set[asyncio.Task[None]] = set()
 
     def rules_for(self, source: str) -> list[CompiledRule]:
         return self._rules.get(source, [])
 
     async def process(self, records: Sequence[Record]) -> list[str | None]:
+        """Rules, ledger and sends for a batch; one status per record once all are settled."""
+        statuses, slots, plan = await self._claim_records(records)
+        if plan:
+            await asyncio.gather(*(self._send(sink, pairs) for sink, pairs in plan.items()))
+        by_record: dict[int, list[_Slot]] = defaultdict(list)
+        for slot in slots:
+            by_record[slot.record].append(slot)
+        for index, record_slots in by_record.items():
+            statuses[index] = _combine(record_slots)
+        return statuses
+
+    async def accept(self, records: Sequence[Record]) -> list[list[Event]]:
+        """Claim durably and answer at once; the sends go on behind the ledger (webhook intake).
+
+        When this returns, every record's intent is committed: a crash now is recovered by the
+        sweeper of the next process (the claims are older than it), never lost, never doubled.
+        """
+        _, slots, plan = await self._claim_records(records)
+        for sink, pairs in plan.items():
+            task = asyncio.create_task(self._send(sink, pairs), name=f"send:{sink}")
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        events: list[list[Event]] = [[] for _ in records]
+        for slot in slots:
+            assert slot.entry is not None
+            state = "skipped" if slot.duplicate else slot.entry.state.value
+            reason = of_duplicate(slot.entry) if slot.duplicate else slot.entry.detail
+            events[slot.record].append(Event(slot.entry.key, slot.rule, state, reason))
+        return events
+
+    async def drain(self) -> None:
+        """Wait for the sends `accept` started (graceful stop)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    async def _claim_records(
+        self, records: Sequence[Record]
+    ) -> tuple[list[str | None], list[_Slot], SendPlan]:
         statuses: list[str | None] = [None] * len(records)
         slots: list[_Slot] = []
         claims: list[Claim] = []
@@ -82,14 +139,8 @@ class Engine:
                     continue
                 claims.append(self._claim(record, rule, decision.to, decision.text, decision.problem, now))
                 slots.append(_Slot(index, rule.name))
-        if claims:
-            await self._settle(slots, claims)
-        by_record: dict[int, list[_Slot]] = defaultdict(list)
-        for slot in slots:
-            by_record[slot.record].append(slot)
-        for index, record_slots in by_record.items():
-            statuses[index] = _combine(record_slots)
-        return statuses
+        plan = await self._settle(slots, claims) if claims else {}
+        return statuses, slots, plan
 
     def _claim(
         self,
@@ -121,31 +172,33 @@ class Engine:
             failed=problem,
         )
 
-    async def _settle(self, slots: list[_Slot], claims: list[Claim]) -> None:
+    async def _settle(self, slots: list[_Slot], claims: list[Claim]) -> SendPlan:
+        """Claim, then reserve what to send before anything else runs on the loop."""
         answers = await self.ledger.claim(claims)
-        to_send: dict[str, list[tuple[_Slot, Entry]]] = defaultdict(list)
+        plan: SendPlan = defaultdict(list)
         for slot, (result, entry) in zip(slots, answers, strict=True):
             slot.entry = entry
             if result is ClaimResult.DUPLICATE:
+                slot.duplicate = True
                 slot.status = of_duplicate(entry)
             elif entry.state is State.PENDING and entry.key not in self._inflight:
-                to_send[entry.sink].append((slot, entry))
+                self._inflight.add(entry.key)
+                plan[entry.sink].append((slot, entry))
             else:
                 slot.status = of_entry(entry)
-        if to_send:
-            await asyncio.gather(*(self._send(sink, pairs) for sink, pairs in to_send.items()))
+        return plan
 
     async def _send(self, sink_name: str, pairs: list[tuple[_Slot, Entry]]) -> None:
         entries = [entry for _, entry in pairs]
-        finished = await self.send_entries(sink_name, entries)
+        finished = await self._send_reserved(sink_name, entries)
         for (slot, _), entry in zip(pairs, finished, strict=True):
             slot.status = of_entry(entry)
+            slot.entry = entry
 
-    async def send_entries(self, sink_name: str, entries: Sequence[Entry]) -> list[Entry]:
-        """Send pending entries through one sink; answer each entry as it now stands."""
+    async def _send_reserved(self, sink_name: str, entries: Sequence[Entry]) -> list[Entry]:
+        """Send entries this process reserved in `_inflight`; answer each as it now stands."""
         sink = self.sinks[sink_name]
         keys = [e.key for e in entries]
-        self._inflight.update(keys)
         recorded: set[str] = set()
 
         async def on_settled(messages: Sequence[Message], outcomes: Sequence[Outcome]) -> None:
@@ -173,11 +226,13 @@ class Engine:
     async def retry_pending(self, limit: int = 500) -> list[Entry]:
         """Held messages whose sink is not paused, sent again. Answers the entries that settled."""
         ready = [name for name, sink in self.sinks.items() if not sink.paused]
-        pending = [e for e in await self.ledger.pending(ready, limit) if e.key not in self._inflight]
+        offered = await self.ledger.pending(ready, limit, claimed_before=self.started_at)
+        pending = [e for e in offered if e.key not in self._inflight]
+        self._inflight.update(e.key for e in pending)  # reserved before anything else runs
         by_sink: dict[str, list[Entry]] = defaultdict(list)
         for entry in pending:
             by_sink[entry.sink].append(entry)
-        results = await asyncio.gather(*(self.send_entries(name, group) for name, group in by_sink.items()))
+        results = await asyncio.gather(*(self._send_reserved(name, group) for name, group in by_sink.items()))
         settled = [e for group in results for e in group if e.state is not State.PENDING]
         if pending:
             log.info("retried held messages", tried=len(pending), settled=len(settled))

@@ -12,6 +12,7 @@ import signal
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -186,6 +187,7 @@ class Runtime:
             max_instances=1,
             coalesce=True,
             misfire_grace_time=int(RETRY_EVERY_S),
+            next_run_time=datetime.now(UTC),  # at once: what an earlier process left is sent first
         )
         self.scheduler = scheduler
         for source in self.sources.values():
@@ -200,6 +202,7 @@ class Runtime:
             for name, result in zip(self.sources, results, strict=True):
                 if isinstance(result, BaseException):
                     log.error("source stopped with an error", source=name, error=repr(result))
+            await self.engine.drain()
         finally:
             scheduler.shutdown(wait=False)
             for task in tasks:

@@ -230,3 +230,89 @@ async def test_each_outcome_is_durable_before_the_batch_ends(ledger: Ledger, tmp
 
     await engine(ledger, Observed()).process([rec(), rec("0740123457", origin="f1:3")])
     assert snapshots == [["sent", "pending"], ["sent", "sent"]]
+
+
+async def test_sweeper_never_takes_a_fresh_claim_from_the_path_that_made_it(ledger: Ledger) -> None:
+    """The retry sweeper runs beside file processing: a message claimed by `process` must not
+    also be picked up as `pending` by `retry_pending` in the moment before `process` sends it."""
+    sink = ScriptedSink()
+    eng = engine(ledger, sink)
+    real_claim = ledger.claim
+    sweeps: list[Any] = []
+
+    async def claim_then_sweep(claims: Any) -> Any:
+        answers = await real_claim(claims)
+        sweeps.append(await eng.retry_pending())  # the sweeper wins the race to the rows
+        return answers
+
+    ledger.claim = claim_then_sweep  # type: ignore[method-assign]
+    [status] = await eng.process([rec()])
+    assert sweeps == [[]]
+    assert status is not None and status.startswith("sent ")
+    assert len(sink.sent) == 1
+
+
+async def test_sweeper_takes_held_messages_and_claims_older_than_the_engine(ledger: Ledger) -> None:
+    sink = ScriptedSink()
+    sink.pause("no credits")
+    await engine(ledger, sink).process([rec()])  # held: pending with a reason
+    unsent = Engine(compile_rules([rule()]), {"s": ScriptedSink()}, ledger)
+    from connector.ledger import Claim
+
+    await ledger.claim(
+        [
+            Claim(
+                key="orphan",
+                source="erp",
+                rule="confirm",
+                sink="s",
+                origin="w:1",
+                recipient="+40740123459",
+                text="hi",
+                expires_at=None,
+            )
+        ]
+    )
+    later = engine(ledger, ScriptedSink())  # a restart: both are older than this engine
+    settled = await later.retry_pending()
+    assert sorted(e.recipient for e in settled) == ["+40740123456", "+40740123459"]
+    assert unsent is not None
+
+
+async def test_accept_answers_once_claims_are_durable_and_sends_behind(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    import asyncio
+    import sqlite3
+
+    gate = asyncio.Event()
+
+    class Slow(ScriptedSink):
+        async def between(self) -> None:
+            await gate.wait()
+
+    sink = Slow()
+    eng = engine(ledger, sink)
+    [events, bad, none] = await eng.accept([rec(), rec("12", origin="w:2"), rec(state="no", origin="w:3")])
+    assert [e.state for e in events] == ["pending"] and none == []
+    assert bad[0].state == "failed" and "not a valid" in bad[0].reason
+    with sqlite3.connect(tmp_path / "l.db") as other:  # committed before the answer
+        assert other.execute("SELECT count(*) FROM sends").fetchone() == (2,)
+    gate.set()
+    await eng.drain()
+    assert len(sink.sent) == 1
+    [again] = await eng.accept([rec()])  # the sender retries the same delivery
+    assert again[0].state == "sent" and again[0].id == events[0].id
+    assert len(sink.sent) == 1
+
+
+async def test_accepted_but_unsent_before_a_restart_is_sent_once_after(ledger: Ledger) -> None:
+    first = engine(ledger, ScriptedSink())
+    first.sinks["s"].pause("gone")  # the process dies before sending: nothing leaves
+    await first.accept([rec()])
+    await first.drain()
+    restarted_sink = ScriptedSink()
+    restarted = engine(ledger, restarted_sink)
+    assert [e.state for e in await restarted.retry_pending()] == [State.SENT]
+    assert await restarted.retry_pending() == []
+    assert len(restarted_sink.sent) == 1

@@ -112,7 +112,7 @@ async def test_recover_turns_sending_into_unknown(tmp_path: Path) -> None:
         assert await second.recover() == 1
         [(_, entry)] = await second.claim([claim("k1")])
         assert entry.state is State.UNKNOWN and "not resent" in entry.detail
-        assert [e.key for e in await second.pending(["ro"], 10)] == ["k2"]
+        assert [e.key for e in await second.pending(["ro"], 10, claimed_before=time.time())] == ["k2"]
     finally:
         await second.close()
 
@@ -137,7 +137,7 @@ async def test_one_bad_job_does_not_undo_the_others(ledger: Ledger) -> None:
     )
     assert isinstance(results[1], sqlite3.IntegrityError)
     assert not isinstance(results[0], BaseException) and not isinstance(results[2], BaseException)
-    assert [e.key for e in await ledger.pending(["ro"], 10)] == ["k1"]
+    assert [e.key for e in await ledger.pending(["ro"], 10, claimed_before=time.time())] == ["k1"]
     assert await ledger.get_note("s", "k") == "v"
     assert await ledger.get_note("s", "missing") is None
 

@@ -97,8 +97,10 @@ class Ledger(abc.ABC):
         """At start-up: `sending` left by a dead process becomes `unknown`. Returns how many."""
 
     @abc.abstractmethod
-    async def pending(self, sinks: Sequence[str], limit: int) -> list[Entry]:
-        """Held messages to retry, oldest first."""
+    async def pending(self, sinks: Sequence[str], limit: int, claimed_before: float) -> list[Entry]:
+        """Messages to retry, oldest first: those held with a reason, and those claimed before
+        `claimed_before` (by an earlier process). A fresh claim of this process belongs to the
+        path that claimed it: taking it here too is how one message would be sent twice."""
 
     @abc.abstractmethod
     async def counts(self) -> list[Counts]: ...

@@ -230,14 +230,14 @@ class SqliteLedger(Ledger):
 
         return await self._call(work)
 
-    async def pending(self, sinks: Sequence[str], limit: int) -> list[Entry]:
+    async def pending(self, sinks: Sequence[str], limit: int, claimed_before: float) -> list[Entry]:
         marks = ",".join("?" for _ in sinks)
 
         def work(conn: sqlite3.Connection) -> list[Entry]:
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM sends WHERE state = 'pending' AND sink IN ({marks}) "  # noqa: S608 - placeholders only
-                "ORDER BY created_at LIMIT ?",
-                [*sinks, limit],
+                "AND (detail != '' OR created_at < ?) ORDER BY created_at LIMIT ?",
+                [*sinks, claimed_before, limit],
             ).fetchall()
             return [_entry(r) for r in rows]
 
