@@ -156,3 +156,9 @@ async def test_unsupported_scheme_is_a_config_error(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="not supported"):
         await open_ledger("postgresql://localhost/test", tmp_path)
+
+
+async def test_entries_by_key(ledger: Ledger) -> None:
+    await ledger.claim([claim("a"), claim("b", "f:3")])
+    assert {e.key for e in await ledger.entries(["a", "b", "missing"])} == {"a", "b"}
+    assert await ledger.entries([]) == []

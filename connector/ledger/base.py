@@ -103,6 +103,10 @@ class Ledger(abc.ABC):
         path that claimed it: taking it here too is how one message would be sent twice."""
 
     @abc.abstractmethod
+    async def entries(self, keys: Sequence[str]) -> list[Entry]:
+        """The entries that exist among `keys` (any order)."""
+
+    @abc.abstractmethod
     async def counts(self) -> list[Counts]: ...
 
     @abc.abstractmethod

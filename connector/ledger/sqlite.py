@@ -243,6 +243,18 @@ class SqliteLedger(Ledger):
 
         return await self._call(work) if sinks else []
 
+    async def entries(self, keys: Sequence[str]) -> list[Entry]:
+        def work(conn: sqlite3.Connection) -> list[Entry]:
+            found: list[Entry] = []
+            for start in range(0, len(keys), _LOOKUP_CHUNK):
+                part = list(keys[start : start + _LOOKUP_CHUNK])
+                marks = ",".join("?" * len(part))
+                rows = conn.execute(f"SELECT {_COLUMNS} FROM sends WHERE key IN ({marks})", part)  # noqa: S608
+                found.extend(_entry(r) for r in rows)
+            return found
+
+        return await self._call(work) if keys else []
+
     async def counts(self) -> list[Counts]:
         def work(conn: sqlite3.Connection) -> list[Counts]:
             rows = conn.execute(
