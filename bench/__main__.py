@@ -13,6 +13,7 @@ BENCHES = {
     "send": "bench.send_rate",
     "memory": "bench.memory",
     "latency": "bench.latency",
+    "sheets": "bench.sheets",
 }
 
 
