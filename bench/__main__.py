@@ -14,6 +14,7 @@ BENCHES = {
     "memory": "bench.memory",
     "latency": "bench.latency",
     "sheets": "bench.sheets",
+    "webhook": "bench.webhook",
 }
 
 

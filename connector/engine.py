@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -64,6 +64,9 @@ class Event:
 
 SendPlan = dict[str, list[tuple[_Slot, Entry]]]
 
+SendObserver = Callable[[str, Sequence[Outcome], float | None], None]
+"""(sink, outcomes of one request, seconds the request took or None when none left): metrics."""
+
 
 class Engine:
     def __init__(self, rules: Sequence[CompiledRule], sinks: Mapping[str, Sink], ledger: Ledger) -> None:
@@ -79,6 +82,7 @@ class Engine:
         self._inflight: set[str] = set()
         self.started_at = time.time()
         self._background: set[asyncio.Task[None]] = set()
+        self.observer: SendObserver | None = None
 
     def rules_for(self, source: str) -> list[CompiledRule]:
         return self._rules.get(source, [])
@@ -200,21 +204,32 @@ class Engine:
         sink = self.sinks[sink_name]
         keys = [e.key for e in entries]
         recorded: set[str] = set()
+        left_at: dict[str, float] = {}  # first message id of a request -> when it left
+
+        async def on_sending(messages: Sequence[Message]) -> None:
+            await self._on_sending(messages)
+            left_at[messages[0].id] = time.perf_counter()
 
         async def on_settled(messages: Sequence[Message], outcomes: Sequence[Outcome]) -> None:
+            started = left_at.pop(messages[0].id, None)
+            took = None if started is None else time.perf_counter() - started
             # Durable per request, not per batch: a crash then leaves only true in-flight sends unknown.
             await self.ledger.record(_transitions(messages, outcomes))
             recorded.update(m.id for m in messages)
+            if self.observer is not None:
+                self.observer(sink_name, outcomes, took)
 
         try:
             messages = [
                 Message(id=e.key, to=e.recipient, text=e.text, meta={"rule": e.rule, "source": e.source})
                 for e in entries
             ]
-            outcomes = await sink.send(messages, self._on_sending, on_settled)
+            outcomes = await sink.send(messages, on_sending, on_settled)
             rest = [(m, o) for m, o in zip(messages, outcomes, strict=True) if m.id not in recorded]
             if rest:  # held without a request (paused sink), or a sink that does not report early
                 await self.ledger.record(_transitions([m for m, _ in rest], [o for _, o in rest]))
+                if self.observer is not None:
+                    self.observer(sink_name, [o for _, o in rest], None)
         finally:
             self._inflight.difference_update(keys)
         now = time.time()

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import structlog
@@ -30,6 +31,9 @@ from sinks import SINK_TYPES
 from sinks.base import Sink
 from sources import SOURCE_TYPES
 from sources.base import Source, SourceContext, StatusUpdate
+
+if TYPE_CHECKING:
+    from connector.server import HttpServer
 
 log = structlog.get_logger(__name__)
 
@@ -86,6 +90,7 @@ class Runtime:
     sources: dict[str, Source]
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     scheduler: AsyncIOScheduler | None = None
+    server: HttpServer | None = None  # while `run` serves HTTP
 
     @classmethod
     async def open(
@@ -176,8 +181,11 @@ class Runtime:
         await asyncio.gather(*(source.once() for source in self.sources.values()))
 
     async def run(self) -> None:
+        from connector.server import start_server  # noqa: PLC0415 - only `run` serves HTTP
+
         loop = asyncio.get_running_loop()
         self._install_signals(loop)
+        self.server = server = await start_server(self)
         scheduler = AsyncIOScheduler(event_loop=loop, timezone="UTC")
         scheduler.add_job(
             self.retry_held,
@@ -198,12 +206,14 @@ class Runtime:
         try:
             await self.stopping.wait()
             log.info("stopping: finishing sends in flight and writing statuses")
+            await server.stop()  # no new deliveries; those in flight are answered first
             results = await asyncio.gather(*tasks, return_exceptions=True)
             for name, result in zip(self.sources, results, strict=True):
                 if isinstance(result, BaseException):
                     log.error("source stopped with an error", source=name, error=repr(result))
             await self.engine.drain()
         finally:
+            await server.stop()
             scheduler.shutdown(wait=False)
             for task in tasks:
                 task.cancel()

@@ -1,13 +1,42 @@
-"""Webhook source (config only in this version; the HTTP intake arrives with the webhook issue)."""
+"""Webhook source: each authenticated POST becomes records, claimed in the ledger before the 202.
+
+The HTTP side (reading the body within `max_body`, routing) lives in `connector.server`; this
+module decides what a delivery means: who may send it (`sources.webhook_auth`), whether it was
+answered before, which records it holds, and the answer.
+
+A delivery is identified by its `webhook-id` header, or else by a sha256 of its raw body (bearer
+token senders retry with the same body). The answer to each delivery is kept in the ledger's notes
+before it is given, so a repeated delivery gets the very same answer and sends nothing; a
+deliberate second event must therefore carry a new `webhook-id` or a different body.
+"""
 
 from __future__ import annotations
 
-from typing import Literal, Self
+import hashlib
+import json
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Self
 
-from pydantic import SecretStr, model_validator
+import structlog
+from pydantic import SecretStr, field_validator, model_validator
 
+from connector.events import Record
 from connector.types import STRICT
-from sources.base import SourceConfigBase
+from sources.base import Source, SourceConfigBase, SourceContext
+from sources.webhook_auth import Check, Refused, open_check, signature_check, token_check
+
+if TYPE_CHECKING:
+    from connector.engine import Event
+
+log = structlog.get_logger(__name__)
+
+MAX_DEPTH = 32  # nesting of arrays/objects in one delivery
+MAX_ITEMS = 1000  # records in one delivery
+MAX_DELIVERY_ID = 256
+RESERVED_PATHS = ("/healthz", "/metrics", "/events", "/openapi.json")
+
+Accept = Callable[[Sequence[Record]], Awaitable[list[list["Event"]]]]
 
 
 class WebhookConfig(SourceConfigBase):
@@ -20,7 +49,7 @@ class WebhookConfig(SourceConfigBase):
     items: str | None = None
     max_body: int = 1024 * 1024
     key_column: str | None = None
-    status_column: str = "SMS Status"
+    status_column: str = "SMS Status"  # accepted for symmetry with the other sources; unused here
 
     @model_validator(mode="after")
     def _one_auth(self) -> Self:
@@ -29,11 +58,210 @@ class WebhookConfig(SourceConfigBase):
             raise ValueError("set exactly one of `secret`, `token` or `auth: none`")
         if not self.path.startswith("/"):
             raise ValueError("`path` must start with /")
+        if any(self.path == p or self.path.startswith(p + "/") for p in RESERVED_PATHS):
+            raise ValueError(f"`path` {self.path} is taken by the server ({', '.join(RESERVED_PATHS)})")
+        if self.max_body < 1:
+            raise ValueError("`max_body` must be at least 1 byte")
         return self
 
-    def secrets(self) -> list[str]:
+    @field_validator("secret")
+    @classmethod
+    def _usable_secret(cls, value: SecretStr | list[SecretStr] | None) -> SecretStr | list[SecretStr] | None:
+        # A field error (sources.x.secret), so an unset ${VAR} there is reported once, by name.
+        for secret in value if isinstance(value, list) else [value] if value else []:
+            try:
+                signature_check([secret.get_secret_value()])
+            except Exception:  # noqa: BLE001 - the package raises several types for a bad secret
+                raise ValueError("must be a Standard Webhooks secret: whsec_ then base64") from None
+        return value
+
+    def signing_secrets(self) -> list[str]:
         values = self.secret if isinstance(self.secret, list) else [self.secret] if self.secret else []
-        found = [v.get_secret_value() for v in values]
+        return [v.get_secret_value() for v in values]
+
+    def secrets(self) -> list[str]:
+        found = self.signing_secrets()
         if self.token:
             found.append(self.token.get_secret_value())
         return found
+
+    def check(self) -> Check:
+        if self.secret is not None:
+            return signature_check(self.signing_secrets())
+        if self.token is not None:
+            return token_check(self.token.get_secret_value())
+        return open_check
+
+    def describe_auth(self) -> str:
+        if self.secret is not None:
+            return f"Standard Webhooks signature ({len(self.signing_secrets())} secret(s))"
+        return "bearer token" if self.token is not None else "NO authentication (auth: none)"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the server sends back for one delivery; `records` counts what was newly taken in."""
+
+    status: int
+    body: dict[str, Any]
+    records: int = 0
+    replayed: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class BadDelivery(Exception):
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.answer = Answer(status, {"error": error, "detail": detail})
+
+
+class WebhookSource(Source):
+    type_name = "webhook"
+    config_model = WebhookConfig
+
+    def __init__(self, name: str, config: WebhookConfig, ctx: SourceContext) -> None:
+        super().__init__(name, config, ctx)
+        self._check = config.check()
+
+    @property
+    def path(self) -> str:
+        return str(self.config.path)
+
+    async def run(self) -> None:
+        # The server takes the deliveries; the source only lives as long as the run.
+        await self.ctx.stopping.wait()
+
+    async def once(self) -> None:
+        """Webhooks are served by `connector run` only: a pass has nothing to take."""
+
+    def preview(self) -> Iterator[Record]:
+        return iter(())
+
+    async def check(self) -> str:
+        return f"POST {self.path}, {self.config.describe_auth()}"
+
+    async def deliver(self, headers: Mapping[str, str], body: bytes, accept: Accept) -> Answer:
+        """One delivery, start to answer. `headers` keys are lower case. Never raises for input."""
+        try:
+            self._check(headers, body)
+        except Refused as exc:
+            log.warning("webhook refused", source=self.name, status=exc.status, reason=exc.reason)
+            error = "unauthorized" if exc.status == 401 else "bad_request"
+            headers_out = {"www-authenticate": "Bearer"} if self.config.token is not None else {}
+            return Answer(exc.status, {"error": error, "detail": exc.reason}, headers=headers_out)
+        try:
+            delivery = delivery_id(headers, body)
+            scope = f"webhook:{self.name}"
+            stored = await self.ctx.notes.get_note(scope, delivery)
+            if stored is not None:
+                first = json.loads(stored)
+                log.info("repeated delivery answered from the first", source=self.name, delivery=delivery)
+                return Answer(int(first["status"]), first["body"], replayed=True)
+            _require_json(headers)
+            records = self.records(delivery, parse_body(body))
+        except BadDelivery as exc:
+            log.info("webhook rejected", source=self.name, error=exc.answer.body["error"], detail=str(exc))
+            return exc.answer
+        events = await accept(records)
+        listed = [
+            {"id": e.id, "record": index, "rule": e.rule, "state": e.state, "reason": e.reason}
+            for index, per_record in enumerate(events)
+            for e in per_record
+        ]
+        answer = Answer(202, {"delivery": delivery, "records": len(records), "events": listed}, len(records))
+        # Kept before it is given: a retry of this delivery must get this answer, not a second send.
+        await self.ctx.notes.set_note(scope, delivery, json.dumps({"status": 202, "body": answer.body}))
+        log.info("webhook accepted", source=self.name, delivery=delivery, records=len(records))
+        return answer
+
+    def records(self, delivery: str, payload: dict[str, Any]) -> list[Record]:
+        rows: list[dict[str, Any]]
+        items = self.config.items
+        if items is None:
+            rows = [payload]
+        else:
+            listed = payload.get(items)
+            if listed is None:
+                raise BadDelivery(422, "missing_items", f"the body has no {items!r} field")
+            if not isinstance(listed, list):
+                raise BadDelivery(422, "invalid_items", f"{items!r} must be a list of objects")
+            if len(listed) > MAX_ITEMS:
+                raise BadDelivery(413, "too_many_items", f"{len(listed)} items, at most {MAX_ITEMS} allowed")
+            bad = next((i for i, row in enumerate(listed) if not isinstance(row, dict)), None)
+            if bad is not None:
+                raise BadDelivery(422, "invalid_items", f"{items}[{bad}] is not an object")
+            rows = listed
+        return [
+            Record(
+                source=self.name,
+                row=row,
+                origin=f"{delivery}:{index}",
+                key=self._key(row),
+                where=f"delivery {delivery} item {index}",
+            )
+            for index, row in enumerate(rows)
+        ]
+
+    def _key(self, row: Mapping[str, Any]) -> str | None:
+        # A row without the key column falls back to the message fingerprint, like the other sources.
+        column = self.config.key_column
+        value = row.get(column) if column else None
+        if value is None or value == "":
+            return None
+        return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def delivery_id(headers: Mapping[str, str], body: bytes) -> str:
+    given = headers.get("webhook-id", "").strip()
+    if not given:
+        return "sha256-" + hashlib.sha256(body).hexdigest()
+    if len(given) > MAX_DELIVERY_ID or not given.isprintable():
+        detail = f"webhook-id must be printable text of at most {MAX_DELIVERY_ID} characters"
+        raise BadDelivery(400, "invalid_webhook_id", detail)
+    return given
+
+
+def _require_json(headers: Mapping[str, str]) -> None:
+    media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        raise BadDelivery(415, "unsupported_media_type", "send the body as Content-Type: application/json")
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    """The body as one JSON object, bounded in depth; BadDelivery otherwise."""
+    try:
+        payload = json.loads(body, parse_constant=_no_constant)
+    except RecursionError:
+        raise BadDelivery(422, "too_deep", f"nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int too long, NaN
+        raise BadDelivery(400, "invalid_json", f"the body is not JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise BadDelivery(422, "not_an_object", f"the body must be a JSON object, not {_kind(payload)}")
+    if _depth(payload) > MAX_DEPTH:
+        raise BadDelivery(422, "too_deep", f"nested deeper than {MAX_DEPTH} levels")
+    return payload
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _depth(value: Any) -> int:
+    """Deepest nesting, walked without recursion (the limit is what keeps recursion safe elsewhere)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, level)
+            if level > MAX_DEPTH:
+                return level
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _kind(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )

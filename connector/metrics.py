@@ -1,0 +1,81 @@
+"""Prometheus metrics for `GET /metrics`, in a registry of their own (never the global one).
+
+Counters count what happened in this process; the ledger's state counts are read at each scrape
+into gauges, so totals survive restarts and include what other processes did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from connector.events import Outcome
+from connector.ledger import Ledger
+from sinks.base import Sink
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+# Provider requests take tens of milliseconds to tens of seconds (read timeouts).
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.received = Counter(
+            "connector_webhook_records_received",
+            "Records taken in by a webhook source (repeated deliveries not counted).",
+            ["source"],
+            registry=self.registry,
+        )
+        self.deliveries = Counter(
+            "connector_webhook_deliveries",
+            "Webhook deliveries answered, by HTTP status.",
+            ["source", "status"],
+            registry=self.registry,
+        )
+        self.sends = Counter(
+            "connector_sends",
+            "Send outcomes reported by sinks in this process.",
+            ["sink", "outcome"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "connector_send_latency_seconds",
+            "Time from a provider request leaving to its answer.",
+            ["sink"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.ledger_entries = Gauge(
+            "connector_ledger_entries",
+            "Ledger entries by source, rule and state (read from the ledger at scrape time).",
+            ["source", "rule", "state"],
+            registry=self.registry,
+        )
+        self.sink_paused = Gauge(
+            "connector_sink_paused", "1 while the sink is paused (account problem).", ["sink"],
+            registry=self.registry,
+        )
+
+    def observe_send(self, sink: str, outcomes: Sequence[Outcome], seconds: float | None) -> None:
+        """The engine's SendObserver: one call per provider request (or per held batch)."""
+        for outcome in outcomes:
+            self.sends.labels(sink, outcome.kind.value).inc()
+        if seconds is not None:
+            self.latency.labels(sink).observe(seconds)
+
+    def delivery(self, source: str, status: int, records: int) -> None:
+        self.deliveries.labels(source, str(status)).inc()
+        if records:
+            self.received.labels(source).inc(records)
+
+    async def render(self, ledger: Ledger, sinks: Mapping[str, Sink]) -> bytes:
+        counts = await ledger.counts()
+        self.ledger_entries.clear()  # a (source, rule) gone from the ledger must not linger
+        for row in counts:
+            self.ledger_entries.labels(row.source, row.rule, row.state.value).set(row.count)
+        for name, sink in sinks.items():
+            self.sink_paused.labels(name).set(1 if sink.paused else 0)
+        return generate_latest(self.registry)
