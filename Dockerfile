@@ -3,6 +3,8 @@
 #   docker run --rm -v "$PWD/config.yaml:/config/config.yaml:ro" -v "$PWD/data:/data" sms-connector
 # Relative paths in the config (ledger, inbox, outbox) resolve against the config's folder; point
 # them at /data (e.g. state: sqlite:////data/connector.db) so they outlive the container.
+# Inside a container the webhook server must listen on all interfaces: `server: {host: 0.0.0.0}`
+# in the mounted config, and `-p 8080:8080` on `docker run`.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
