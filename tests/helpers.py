@@ -120,3 +120,16 @@ class Hook:
 
     async def __call__(self, group: Sequence[Message]) -> None:
         self.calls.append([m.id for m in group])
+
+
+class MemoryNotes:
+    """The ledger's notes, kept in memory, for source tests that run without a ledger."""
+
+    def __init__(self) -> None:
+        self.notes: dict[tuple[str, str], str] = {}
+
+    async def get_note(self, scope: str, key: str) -> str | None:
+        return self.notes.get((scope, key))
+
+    async def set_note(self, scope: str, key: str, value: str) -> None:
+        self.notes[(scope, key)] = value

@@ -20,19 +20,9 @@ from connector.events import Record
 from sources import SOURCE_TYPES
 from sources.base import SourceContext, StatusUpdate
 from sources.csv_folder import CsvFolderConfig, CsvFolderSource
+from tests.helpers import MemoryNotes
 
 SENT = "sent 2026-11-22T04:20:00Z"
-
-
-class MemoryNotes:
-    def __init__(self) -> None:
-        self.notes: dict[tuple[str, str], str] = {}
-
-    async def get_note(self, scope: str, key: str) -> str | None:
-        return self.notes.get((scope, key))
-
-    async def set_note(self, scope: str, key: str, value: str) -> None:
-        self.notes[(scope, key)] = value
 
 
 class FakeEngine:

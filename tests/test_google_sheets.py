@@ -32,7 +32,7 @@ from tests.emulators.base import Fault
 from tests.emulators.keys import service_account_file
 from tests.emulators.server import EmulatorServer
 from tests.emulators.sheets import SheetsEmulator
-from tests.helpers import ro_mobile
+from tests.helpers import MemoryNotes, ro_mobile
 
 SID = "1SheetKey_abc-123"
 TAB = "Orders"
@@ -47,17 +47,6 @@ def order(i: int, status: str = "") -> list[str]:
 
 def sheet(n: int, start: int = 1) -> list[list[str]]:
     return [HEADER] + [order(i) for i in range(start, start + n)]
-
-
-class MemoryNotes:
-    def __init__(self) -> None:
-        self.notes: dict[tuple[str, str], str] = {}
-
-    async def get_note(self, scope: str, key: str) -> str | None:
-        return self.notes.get((scope, key))
-
-    async def set_note(self, scope: str, key: str, value: str) -> None:
-        self.notes[(scope, key)] = value
 
 
 class FakeEngine:
