@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.helpers import ROOT, connector, read_results, start_connector, wait_for
@@ -57,10 +59,15 @@ def test_example_file_through_once_gives_the_documented_statuses(checkout: Path)
     assert len(outbox) == 2 and "+40740123456" in outbox[0]
 
 
-def test_run_takes_a_dropped_file_and_stops_cleanly_on_sigterm(checkout: Path) -> None:
+def test_run_takes_a_dropped_file_serves_healthz_and_stops_cleanly_on_sigterm(checkout: Path) -> None:
+    config = checkout / "config.yaml"
+    assert "port: 8080" in config.read_text()
+    port = free_port()  # the default config as shipped, on a port no other test run holds
+    config.write_text(config.read_text().replace("port: 8080", f"port: {port}"))
     proc = start_connector("run", "-c", "config.yaml", cwd=checkout, log=checkout / "run.log")
     try:
         wait_for((checkout / "inbox").exists, timeout=30, what="the inbox folder")
+        wait_for(lambda: _healthy(port), timeout=30, what="/healthz on localhost")
         shutil.copy(checkout / "examples" / "orders.csv", checkout / "inbox" / "orders.csv")
         wait_for(
             (checkout / "inbox" / "processed" / "orders.results.csv").exists,
@@ -72,3 +79,17 @@ def test_run_takes_a_dropped_file_and_stops_cleanly_on_sigterm(checkout: Path) -
         code = proc.wait(timeout=30)
     assert code == 0, (checkout / "run.log").read_text()
     assert (checkout / "inbox" / "processed" / "orders.csv").exists()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _healthy(port: int) -> bool:
+    try:
+        answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+    except httpx.HTTPError:
+        return False
+    return answer.status_code == 200 and answer.json()["sinks"]["outbox"]["state"] == "active"
