@@ -20,14 +20,11 @@ import abc
 import asyncio
 import enum
 import logging
-import math
 import random
 import re
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 from urllib.parse import quote, quote_plus
 
@@ -36,6 +33,7 @@ import structlog
 from aiolimiter import AsyncLimiter
 
 from connector.events import Message, Outcome
+from connector.retry import retry_after
 from sinks.base import SendingHook, SettledHook, Sink
 from sinks.http_config import HttpSinkConfig
 
@@ -147,26 +145,6 @@ def find_key(value: Any, keys: Sequence[str], depth: int = 2) -> Any:
             if found is not None:
                 return found
     return None
-
-
-def retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds asked for by a `Retry-After` header: a number of seconds or an HTTP date."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:  # an HTTP date is GMT by definition
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    if math.isnan(seconds):
-        return None
-    return max(seconds, 0.0)
 
 
 def backoff(

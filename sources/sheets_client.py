@@ -16,14 +16,12 @@ that waits at least what `Retry-After` asks, and gives up once the next wait wou
 
 from __future__ import annotations
 
-import email.utils
 import json
 import random
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,6 +36,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_any, sto
 from tenacity.stop import stop_base
 
 from connector.errors import SourceError
+from connector.retry import retry_after as parse_retry_after
 
 log = structlog.get_logger(__name__)
 
@@ -136,19 +135,7 @@ def retry_after(exc: BaseException) -> float | None:
     """Seconds a 429/503 answer asks to wait (`Retry-After` as seconds or an HTTP date)."""
     if not isinstance(exc, APIError):
         return None
-    value = exc.response.headers.get("Retry-After")
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(float((when - datetime.now(UTC)).total_seconds()), 0.0)
+    return parse_retry_after(exc.response.headers.get("Retry-After"))
 
 
 def status_of(exc: BaseException) -> int | None:
