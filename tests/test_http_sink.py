@@ -77,41 +77,36 @@ def ok(n: int = 1) -> httpx.Response:
 # -- concurrency and rate -------------------------------------------------------------------
 
 
-async def test_requests_in_flight_never_exceed_concurrency() -> None:
-    in_flight = 0
-    most = 0
+class InFlight:
+    """A provider that holds each request 10 ms and counts how many it holds at once."""
 
-    async def handler(request: httpx.Request) -> httpx.Response:
-        nonlocal in_flight, most
-        in_flight += 1
-        most = max(most, in_flight)
+    def __init__(self) -> None:
+        self.now = 0
+        self.most = 0
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.now += 1
+        self.most = max(self.most, self.now)
         await asyncio.sleep(0.01)
-        in_flight -= 1
+        self.now -= 1
         return ok()
 
-    sink, client = make(handler, concurrency=3)
+
+async def test_requests_in_flight_never_exceed_concurrency() -> None:
+    provider = InFlight()
+    sink, client = make(provider, concurrency=3)
     async with client:
         outcomes = await sink.send(messages(12), Recorder([]))
     assert [o.kind for o in outcomes] == [OutcomeKind.SENT] * 12
-    assert most == 3  # used, and never exceeded
+    assert provider.most == 3  # used, and never exceeded
 
 
 async def test_concurrency_is_shared_by_concurrent_batches() -> None:
-    in_flight = 0
-    most = 0
-
-    async def handler(request: httpx.Request) -> httpx.Response:
-        nonlocal in_flight, most
-        in_flight += 1
-        most = max(most, in_flight)
-        await asyncio.sleep(0.01)
-        in_flight -= 1
-        return ok()
-
-    sink, client = make(handler, concurrency=2)
+    provider = InFlight()
+    sink, client = make(provider, concurrency=2)
     async with client:
         await asyncio.gather(*(sink.send(messages(4), Recorder([])) for _ in range(3)))
-    assert most == 2
+    assert provider.most == 2
 
 
 async def test_rate_ceiling_spends_one_token_per_request_and_then_waits() -> None:
