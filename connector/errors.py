@@ -5,7 +5,9 @@ ConnectorError
  +-- SourceError          a source cannot be read at all (not one bad row: that is a status)
  +-- SinkError            a sink cannot be used
       +-- AccountError    the provider refused the account (token, credits, suspended, IP, mask)
-      +-- RetryableSinkError   the provider proved it did not take the message (429, 503, refused)
+
+A provider's answer to one send is never raised: the sinks turn it into an Outcome (sent, failed,
+held, unknown), and retries of "not taken" answers happen inside the sink (sinks/http.py).
 """
 
 from __future__ import annotations
@@ -47,9 +49,3 @@ class SinkError(ConnectorError):
 
 class AccountError(SinkError):
     pass
-
-
-class RetryableSinkError(SinkError):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after

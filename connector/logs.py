@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable
 from typing import Any, Literal, TextIO
 
 import structlog
@@ -99,8 +99,3 @@ class _WatchdogStopRace(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "called when the thread is inactive" not in record.getMessage()
-
-
-def redact_text(text: str, secrets: Iterable[str]) -> str:
-    scrubbed: MutableMapping[str, Any] = Redactor(secrets)(None, "", {"t": text})
-    return str(scrubbed["t"])
