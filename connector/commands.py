@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sys
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
@@ -26,21 +27,32 @@ log = structlog.get_logger(__name__)
 
 
 async def run(loaded: LoadedConfig) -> int:
-    return await _with_runtime(loaded, Runtime.run)
+    """Until SIGTERM; a sink whose account is refused stays paused and is asked again meanwhile."""
+    await _with_runtime(loaded, Runtime.run)
+    return 0
 
 
 async def once(loaded: LoadedConfig) -> int:
-    return await _with_runtime(loaded, Runtime.once)
+    """One pass; exit 1 when a provider refused an account (its records are written `pending`)."""
+    refused = await _with_runtime(loaded, Runtime.once)
+    for name, reason in refused.items():
+        print(
+            f"sink {name}: the provider refused the account: {reason}; its messages wait as pending",
+            file=sys.stderr,
+        )
+    return 1 if refused else 0
 
 
-async def _with_runtime(loaded: LoadedConfig, action: Callable[[Runtime], Awaitable[None]]) -> int:
+async def _with_runtime(loaded: LoadedConfig, action: Callable[[Runtime], Awaitable[None]]) -> dict[str, str]:
+    """Run `action`; answer the sinks whose account the provider refused at the start, with why."""
     runtime = await Runtime.open(loaded)
     try:
-        await runtime.verify_sinks()
+        refused = await runtime.verify_sinks()
+        reasons = {name: runtime.sinks[name].pause_reason for name in refused}
         await action(runtime)
     finally:
         await runtime.close()
-    return 0
+    return reasons
 
 
 class _NoNotes:

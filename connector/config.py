@@ -66,6 +66,8 @@ class ConnectorConfig(BaseModel):
     state: str = "sqlite:///connector.db"
     server: ServerConfig = ServerConfig()
     log: LogConfig = LogConfig()
+    # SIGTERM: requests already sent get this long to be answered; queued sends stay pending.
+    shutdown_grace: Duration = 10.0
     sinks: dict[str, SinkConfig] = Field(default_factory=dict)
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
     rules: list[RuleConfig] = Field(default_factory=list)

@@ -118,8 +118,13 @@ class Engine:
             events[slot.record].append(Event(slot.entry.key, slot.rule, state, reason))
         return events
 
+    @property
+    def background(self) -> frozenset[asyncio.Task[None]]:
+        """The sends `accept` started that are still going (the stop waits for them)."""
+        return frozenset(self._background)
+
     async def drain(self) -> None:
-        """Wait for the sends `accept` started (graceful stop)."""
+        """Wait for the sends `accept` started, however long they take (tests)."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
 

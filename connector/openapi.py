@@ -118,7 +118,7 @@ def _webhook(name: str, config: WebhookConfig) -> dict[str, Any]:
             "413": _error("body over max_body, or too many items"),
             "415": _error("Content-Type is not application/json"),
             "422": _error("JSON of the wrong shape: not an object, items missing or not objects, too deep"),
-            "503": _error("the ledger cannot be written; retry"),
+            "503": _error("the ledger cannot be written, or the connector is stopping; retry"),
         },
     }
     if config.secret is not None:

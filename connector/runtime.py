@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import structlog
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 RETRY_EVERY_S = 15.0
+WRITE_BACK_S = 5.0  # after the grace: for the last outcomes and statuses to be written
 
 
 def build_sinks(loaded: LoadedConfig, client: httpx.AsyncClient) -> dict[str, Sink]:
@@ -91,6 +92,7 @@ class Runtime:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     scheduler: AsyncIOScheduler | None = None
     server: HttpServer | None = None  # while `run` serves HTTP
+    _jobs: set[asyncio.Task[Any]] = field(default_factory=set)  # scheduled work in hand (retries)
 
     @classmethod
     async def open(
@@ -126,25 +128,42 @@ class Runtime:
             )
         return runtime
 
-    async def verify_sinks(self) -> None:
+    async def verify_sinks(self) -> list[str]:
         """Ask each provider whether the account works, where it can say so without sending.
 
-        A refused account stops the start (exit 1: nothing would be sent, and every record would
-        wait as `pending`); a provider that cannot be reached right now is only a warning: the
-        sends will be retried like any other.
+        A refused account pauses that sink: its records wait as `pending: sink NAME paused: REASON`
+        (written back like any status) and the sink is asked again with a growing back-off. The
+        names of the refused sinks are answered: `once` exits 1 for them. A provider that cannot be
+        reached right now is only a warning: the sends are retried like any other.
         """
         refused: list[str] = []
         for name, sink in self.sinks.items():
             try:
                 summary = await sink.check()
             except AccountError as exc:
-                refused.append(f"sink {name}: {exc}")
+                sink.pause(str(exc))
+                refused.append(name)
             except (SinkError, httpx.HTTPError) as exc:
                 log.warning("cannot verify the sink's account now; carrying on", sink=name, error=str(exc))
             else:
                 log.info("sink ready", sink=name, account=summary)
-        if refused:
-            raise AccountError("; ".join(refused))
+        return refused
+
+    async def recheck_paused_sinks(self) -> None:
+        """A sink paused for its account is asked again (without sending) before its messages go."""
+        for name, sink in self.sinks.items():
+            if not sink.recheck_due:
+                continue
+            try:
+                await sink.check()
+            except AccountError as exc:
+                sink.pause(str(exc))
+            except (SinkError, httpx.HTTPError) as exc:
+                log.warning(
+                    "cannot re-check the sink's account; its messages will tell", sink=name, error=str(exc)
+                )
+            else:
+                sink.resume()
 
     async def close(self) -> None:
         for sink in self.sinks.values():
@@ -154,14 +173,22 @@ class Runtime:
 
     async def retry_held(self) -> int:
         """Send what was held while a sink was paused; hand the new statuses to their sources."""
-        total = 0
-        while not self.stopping.is_set():
-            settled = await self.engine.retry_pending()
-            if not settled:
-                break
-            total += len(settled)
-            await self._write_back(settled)
-        return total
+        task = asyncio.current_task()
+        if task is not None:
+            self._jobs.add(task)  # the stop waits for it like for any other work in hand
+        try:
+            await self.recheck_paused_sinks()
+            total = 0
+            while not self.stopping.is_set():
+                settled = await self.engine.retry_pending()
+                if not settled:
+                    break
+                total += len(settled)
+                await self._write_back(settled)
+            return total
+        finally:
+            if task is not None:
+                self._jobs.discard(task)
 
     async def _write_back(self, entries: Sequence[Entry]) -> None:
         by_source: dict[str, list[StatusUpdate]] = defaultdict(list)
@@ -177,6 +204,20 @@ class Runtime:
                 log.exception("status write-back failed; the ledger keeps the status", source=name)
 
     async def once(self) -> None:
+        """One pass; SIGTERM stops it the way it stops `run` (SPEC "Stopping")."""
+        self._install_signals(asyncio.get_running_loop())
+        work = asyncio.create_task(self._one_pass(), name="once")
+        stop = asyncio.create_task(self.stopping.wait(), name="stop-signal")
+        try:
+            await asyncio.wait((work, stop), return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():
+                await self._wind_down([work])
+        finally:
+            stop.cancel()
+        if not work.cancelled():
+            work.result()  # an error of the pass is the command's error
+
+    async def _one_pass(self) -> None:
         await self.retry_held()
         await asyncio.gather(*(source.once() for source in self.sources.values()))
 
@@ -205,19 +246,52 @@ class Runtime:
         tasks = [asyncio.create_task(s.run(), name=f"source:{n}") for n, s in self.sources.items()]
         try:
             await self.stopping.wait()
-            log.info("stopping: finishing sends in flight and writing statuses")
-            await server.stop()  # no new deliveries; those in flight are answered first
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-            for name, result in zip(self.sources, results, strict=True):
-                if isinstance(result, BaseException):
-                    log.error("source stopped with an error", source=name, error=repr(result))
-            await self.engine.drain()
+            scheduler.pause()  # no new polls or retries are started
+            await self._wind_down(tasks)
+            for name, task in zip(self.sources, tasks, strict=True):
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    log.error("source stopped with an error", source=name, error=repr(task.exception()))
         finally:
-            await server.stop()
+            await server.stop()  # deliveries still being read are answered; their sends are held
+            if not await self._settle_work(tasks, WRITE_BACK_S):
+                for task in self._unfinished(tasks):
+                    task.cancel()
             scheduler.shutdown(wait=False)
-            for task in tasks:
-                task.cancel()
         log.info("stopped")
+
+    async def _wind_down(self, work: Sequence[asyncio.Task[Any]]) -> None:
+        """SPEC "Stopping": nothing new starts; what is on the wire gets `shutdown_grace`; then the
+        requests still unanswered end as `unknown`, every status is written, and the rest is left
+        `pending` in the ledger for the next start. The time taken never grows with the backlog:
+        queued sends do not wait their turn, they are held at once."""
+        grace = self.loaded.config.shutdown_grace
+        log.info("stopping: taking no new work; requests on the wire get the grace", grace_s=grace)
+        if self.server is not None:
+            self.server.refuse_deliveries()
+        for sink in self.sinks.values():
+            sink.stop()
+        if await self._settle_work(work, grace):
+            return
+        log.warning("shutdown grace over: requests still unanswered are recorded unknown", grace_s=grace)
+        for sink in self.sinks.values():
+            sink.abort()
+        if not await self._settle_work(work, WRITE_BACK_S):
+            log.error("work still running after the grace; it is cut short (the ledger keeps its state)")
+            for task in self._unfinished(work):
+                task.cancel()
+
+    async def _settle_work(self, work: Sequence[asyncio.Task[Any]], seconds: float) -> bool:
+        """Wait up to `seconds` for the work in hand, including sends it starts meanwhile."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        while unfinished := self._unfinished(work):
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return False
+            await asyncio.wait(unfinished, timeout=left)
+        return True
+
+    def _unfinished(self, work: Sequence[asyncio.Task[Any]]) -> set[asyncio.Task[Any]]:
+        return {t for t in (*work, *self.engine.background, *self._jobs) if not t.done()}
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         def stop(sig: signal.Signals) -> None:

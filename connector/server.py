@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-GRACEFUL_STOP_S = 30.0  # in-flight requests get this long to finish once stopping starts
+GRACEFUL_STOP_S = 5.0  # requests in flight when the server closes (after the sends' grace)
+STOPPING_RETRY_AFTER = "10"  # seconds a sender is asked to wait while the connector stops
 
 
 class _TooLarge(Exception):
@@ -60,6 +61,16 @@ def build_app(engine: Engine, webhooks: Sequence[WebhookSource], metrics: Metric
 
     def intake(hook: WebhookSource) -> Any:
         async def endpoint(request: Request) -> Response:
+            if not request.app.state.accepting:
+                # Stopping: a delivery taken now could only wait in the ledger; the sender's retry
+                # reaches the next process (or another instance) instead.
+                metrics.delivery(hook.name, 503, 0)
+                return error(
+                    503,
+                    "stopping",
+                    "the connector is stopping; retry later",
+                    {"retry-after": STOPPING_RETRY_AFTER},
+                )
             try:
                 body = await _read_body(request, hook.config.max_body)
             except _TooLarge:
@@ -111,7 +122,9 @@ def build_app(engine: Engine, webhooks: Sequence[WebhookSource], metrics: Metric
         Route("/metrics", scrape, methods=["GET"]),
         Route("/openapi.json", spec, methods=["GET"]),
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: _http_error, Exception: _server_error})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error, Exception: _server_error})
+    app.state.accepting = True
+    return app
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -222,6 +235,10 @@ class HttpServer:
                 raise ConnectorError("the HTTP server stopped while starting")
             await asyncio.sleep(0.01)
         log.info("http server listening", url=f"http://{self.host}:{self.port}")
+
+    def refuse_deliveries(self) -> None:
+        """From now on webhook deliveries are answered 503; the other endpoints keep serving."""
+        self.app.state.accepting = False
 
     async def stop(self) -> None:
         """Stop accepting, let the requests in flight finish, then return."""

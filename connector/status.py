@@ -14,6 +14,15 @@ def is_resend(cell: str) -> bool:
     return cell.strip().lower() == RESEND
 
 
+def state_word(cell: str) -> str:
+    """The state a status cell names: its first word, without the colon (`pending: ...` -> pending).
+
+    Older spellings (`pending (reason)`) read the same.
+    """
+    words = cell.split(maxsplit=1)
+    return words[0].rstrip(":").lower() if words else ""
+
+
 @functools.lru_cache(maxsize=64)
 def _stamp_second(second: int) -> str:
     return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -33,7 +42,7 @@ def of_entry(entry: Entry) -> str:
     if entry.state is State.UNKNOWN:
         return f"unknown: {entry.detail}"
     # pending, or sending in this very process: either way it is due and not yet settled
-    return f"pending ({entry.detail})" if entry.detail else "pending"
+    return f"pending: {entry.detail}" if entry.detail else "pending"
 
 
 def of_duplicate(entry: Entry) -> str:

@@ -4,11 +4,16 @@ A sink is handed its `httpx.AsyncClient` (tests and benchmarks choose the transp
 `on_sending` hook that it must await right before a request leaves with those messages: the hook
 makes the `sending` state durable, which is what lets a crash end in `unknown` rather than in a
 second, paid, send. `on_settled` is its twin after the answer.
+
+Stopping (SPEC "Stopping") has two steps, both called by the runtime: `stop()` lets nothing new
+leave (what has not left is held, `pending`, for the next start), and `abort()`, once the shutdown
+grace is over, gives up on the requests still on the wire (their outcome is `unknown`).
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
@@ -23,6 +28,8 @@ SendingHook = Callable[[Sequence[Message]], Awaitable[None]]
 SettledHook = Callable[[Sequence[Message], Sequence[Outcome]], Awaitable[None]]
 
 log = structlog.get_logger(__name__)
+
+STOPPED = "the connector stopped before sending it; the next start sends it"
 
 
 class SinkConfigBase(BaseModel):
@@ -42,6 +49,9 @@ class Sink(abc.ABC):
     # instead of failing them, and the pause grows while the problem lasts.
     first_pause: ClassVar[float] = 30.0
     longest_pause: ClassVar[float] = 15 * 60.0
+    # Whether `check()` asks the provider about the account: then a paused sink is re-checked
+    # before its held messages go again, instead of spending real sends as probes.
+    checks_account: ClassVar[bool] = False
 
     def __init__(self, name: str, config: Any, client: httpx.AsyncClient) -> None:
         self.name = name
@@ -50,6 +60,7 @@ class Sink(abc.ABC):
         self.paused_until = 0.0
         self.pause_reason = ""
         self._next_pause = self.first_pause
+        self.stopping = asyncio.Event()
 
     @abc.abstractmethod
     async def send(
@@ -77,6 +88,16 @@ class Sink(abc.ABC):
     def paused(self) -> bool:
         return time.monotonic() < self.paused_until
 
+    @property
+    def held_reason(self) -> str:
+        """Why a message of this sink is held now: the status reads `pending: <this>`."""
+        return f"sink {self.name} paused: {self.pause_reason}"
+
+    @property
+    def recheck_due(self) -> bool:
+        """Paused for the account, the pause is over, and the provider can be asked without sending."""
+        return self.checks_account and bool(self.pause_reason) and not self.paused
+
     def pause(self, reason: str) -> None:
         """Hold this sink's messages for a while; loud, because a person has to act."""
         self.paused_until = time.monotonic() + self._next_pause
@@ -90,6 +111,13 @@ class Sink(abc.ABC):
         self.paused_until = 0.0
         self.pause_reason = ""
         self._next_pause = self.first_pause
+
+    def stop(self) -> None:
+        """From now on no request leaves; messages not yet sent are held (SPEC "Stopping")."""
+        self.stopping.set()
+
+    def abort(self) -> None:  # noqa: B027 - only sinks with requests on the wire have anything to do
+        """The shutdown grace is over: requests still unanswered end now, as `unknown`."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most sinks hold nothing
         """Release what the sink holds (the shared client is closed by its owner)."""

@@ -13,7 +13,7 @@ import httpx
 
 from connector.events import Message, Outcome
 from connector.types import STRICT
-from sinks.base import SendingHook, SettledHook, Sink, SinkConfigBase
+from sinks.base import STOPPED, SendingHook, SettledHook, Sink, SinkConfigBase
 
 
 class DryRunConfig(SinkConfigBase):
@@ -34,6 +34,8 @@ class DryRunSink(Sink):
     async def send(
         self, messages: Sequence[Message], on_sending: SendingHook, on_settled: SettledHook | None = None
     ) -> list[Outcome]:
+        if self.stopping.is_set():
+            return [Outcome.held(STOPPED) for _ in messages]
         await on_sending(messages)
         path = self.config.path
         if path is not None:

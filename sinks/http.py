@@ -3,7 +3,8 @@ request and reads its answer.
 
 The path of one request (one message, or one bulk group):
 
-    slot (concurrency) -> token (rate) -> still not paused? -> on_sending -> request -> Verdict
+    slot (concurrency) -> Retry-After hold -> token (rate) -> still not paused or stopping?
+        -> on_sending -> request -> Verdict
 
 and around it, the retry loop: answers that prove the provider did not take the message (refused
 connection, connect timeout, 429, 503) are sent again with exponential back-off and full jitter,
@@ -11,21 +12,23 @@ honouring `Retry-After`, until `max_retry_time` would be exceeded; then the mess
 the sink paused. Answers after which the provider may have taken it (read timeout, dropped
 connection, 500/502/504) become `unknown`, because a resend may pay twice, unless the sink sets
 `retry_ambiguous`. An account problem pauses the sink: every message of the batch that has not left
-yet is held, and none leaves until the pause ends.
+yet is held, and none leaves until the pause ends. A 429 or 503 that says `Retry-After` holds every
+request of the sink for that long, not only the message that got it: the provider means the client.
+
+Stopping: after `stop()` nothing more leaves (waits for a slot, a token, a hold or a back-off end
+at once, held); after `abort()` the requests still on the wire are given up as `unknown`.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
-import enum
+import contextlib
 import logging
 import random
-import re
 import time
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import ClassVar
 from urllib.parse import quote, quote_plus
 
 import httpx
@@ -33,118 +36,45 @@ import structlog
 from aiolimiter import AsyncLimiter
 
 from connector.events import Message, Outcome
-from connector.retry import retry_after
-from sinks.base import SendingHook, SettledHook, Sink
+from sinks.base import STOPPED, SendingHook, SettledHook, Sink
+from sinks.http_answers import (
+    BY_STATUS,
+    MAYBE_TAKEN,
+    SERVER_ERRORS,
+    Answer,
+    Kind,
+    Verdict,
+    body_text,
+    find_key,
+    json_body,
+    lookup,
+    trim,
+    verdict_for_error,
+    verdict_of,
+    what,
+)
 from sinks.http_config import HttpSinkConfig
+
+__all__ = [  # the answer vocabulary is re-exported: provider modules import it from here
+    "BY_STATUS",
+    "MAYBE_TAKEN",
+    "SERVER_ERRORS",
+    "Answer",
+    "HttpSink",
+    "Kind",
+    "Verdict",
+    "backoff",
+    "body_text",
+    "find_key",
+    "json_body",
+    "lookup",
+    "trim",
+    "verdict_of",
+]
 
 log = structlog.get_logger(__name__)
 
-REASON_LIMIT = 200  # characters of the provider's body kept in a reason
-_SPACE = re.compile(r"\s+")
-MAYBE_TAKEN = ": the provider may have taken it"
-
-
-class Kind(enum.Enum):
-    """What one provider answer proves; `HttpSink.settle` turns it into outcomes."""
-
-    ACCEPTED = "accepted"  # taken -> sent
-    REFUSED = "refused"  # this message will not go as it stands -> failed
-    BUG = "bug"  # we built the request wrong -> failed, and logged as an error
-    ACCOUNT = "account"  # no message can go until a person acts -> pause, held
-    BUSY = "busy"  # proved not taken, worth another try -> retried, then held
-    AMBIGUOUS = "ambiguous"  # the request left and may have been taken -> unknown
-    PAUSED = "paused"  # never left: the sink is paused -> held
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    kind: Kind
-    detail: str  # provider id or code when accepted, else the reason
-    retry_after: float | None = None  # seconds the provider asked us to wait
-    code: str | None = None  # the provider's own answer code, when it has them
-    each: tuple[Verdict, ...] | None = None  # per message of a bulk group, when the answer says
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """One row of an outcome table: which answers it covers (status and/or words) and their meaning."""
-
-    kind: Kind
-    meaning: str
-    statuses: Collection[int] = ()
-    words: tuple[str, ...] = ()
-
-    def matches(self, status: int, text: str) -> bool:
-        if self.statuses and status not in self.statuses:
-            return False
-        lowered = text.lower()
-        return not self.words or any(word in lowered for word in self.words)
-
-
-SERVER_ERRORS = range(500, 600)
-
-# Shared by the providers for answers that carry nothing more specific than their HTTP status.
-BY_STATUS: tuple[Answer, ...] = (
-    Answer(Kind.BUSY, "provider busy", statuses=(429, 503)),
-    Answer(Kind.AMBIGUOUS, "provider error", statuses=SERVER_ERRORS),
-    Answer(Kind.ACCOUNT, "credentials refused", statuses=(401, 403)),
-    Answer(Kind.ACCOUNT, "payment required", statuses=(402,)),
-    # Not followed on purpose: a redirected POST may lose its body; the url needs fixing.
-    Answer(Kind.ACCOUNT, "redirected elsewhere: check the sink's url", statuses=range(300, 400)),
-    Answer(Kind.REFUSED, "refused", statuses=range(400, 500)),
-)
-
-
-def lookup(table: Sequence[Answer], response: httpx.Response) -> Verdict | None:
-    """The verdict of the first row of `table` that covers this answer, with the body kept."""
-    text = body_text(response)
-    for row in table:
-        if row.matches(response.status_code, text):
-            return verdict_of(row.kind, row.meaning, response, text)
-    return None
-
-
-def verdict_of(
-    kind: Kind, meaning: str, response: httpx.Response, text: str, code: str | None = None
-) -> Verdict:
-    where = f"code {code}" if code is not None else f"HTTP {response.status_code}"
-    detail = f"{meaning} ({where})" + (f": {text}" if text else "")
-    if kind is Kind.AMBIGUOUS:
-        detail += MAYBE_TAKEN
-    wait = retry_after(response.headers.get("retry-after")) if kind is Kind.BUSY else None
-    return Verdict(kind, detail, retry_after=wait, code=code)
-
-
-def body_text(response: httpx.Response) -> str:
-    """The provider's body on one line, trimmed: enough for a person to see what it said."""
-    return trim(_SPACE.sub(" ", response.text).strip())
-
-
-def trim(text: str, limit: int = REASON_LIMIT) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def json_body(response: httpx.Response) -> Any:
-    """The JSON answer, or None when the body is not JSON."""
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
-def find_key(value: Any, keys: Sequence[str], depth: int = 2) -> Any:
-    """The first of `keys` found in a JSON object, looking `depth` levels into nested objects."""
-    if not isinstance(value, dict):
-        return None
-    for key in keys:
-        if value.get(key) not in (None, "", [], {}):
-            return value[key]
-    if depth > 0:
-        for nested in value.values():
-            found = find_key(nested, keys, depth - 1)
-            if found is not None:
-                return found
-    return None
+ABORTED = "no answer before the shutdown grace ended" + MAYBE_TAKEN
 
 
 def backoff(
@@ -156,30 +86,6 @@ def backoff(
         return min(asked, longest)
     ceiling = min(longest, first * 2 ** (attempt - 1))
     return (rng or random).uniform(0.0, ceiling)  # jitter, not cryptography
-
-
-def verdict_for_error(exc: httpx.HTTPError, config: HttpSinkConfig) -> Verdict:
-    """What a transport failure proves about whether the provider took the request."""
-    if isinstance(exc, httpx.ConnectTimeout):
-        return Verdict(Kind.BUSY, f"connect timeout after {config.connect_timeout:g}s")
-    if isinstance(exc, httpx.PoolTimeout):
-        return Verdict(Kind.BUSY, f"no free connection after {config.timeout:g}s")
-    if isinstance(exc, httpx.ConnectError | httpx.ProxyError):
-        return Verdict(Kind.BUSY, f"cannot connect: {_what(exc)}")
-    if isinstance(exc, httpx.ReadTimeout):
-        return Verdict(Kind.AMBIGUOUS, f"read timeout after {config.timeout:g}s{MAYBE_TAKEN}")
-    if isinstance(exc, httpx.WriteTimeout):
-        return Verdict(Kind.AMBIGUOUS, f"write timeout after {config.timeout:g}s{MAYBE_TAKEN}")
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return Verdict(Kind.AMBIGUOUS, f"connection dropped before the answer: {_what(exc)}{MAYBE_TAKEN}")
-    if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
-        # The same for every message (a bad url or a token that cannot be a header): a person fixes it.
-        return Verdict(Kind.ACCOUNT, f"cannot build the request: {_what(exc)}")
-    return Verdict(Kind.AMBIGUOUS, f"connection error: {_what(exc)}{MAYBE_TAKEN}")
-
-
-def _what(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
 
 
 class _RedactSecrets(logging.Filter):
@@ -225,7 +131,10 @@ class HttpSink(Sink):
         self.timeouts = httpx.Timeout(
             connect=config.connect_timeout, read=config.timeout, write=config.timeout, pool=config.timeout
         )
+        self.held_until = 0.0  # monotonic: no request leaves before this (the provider's Retry-After)
         self._paused_at = 0.0
+        self._on_wire: set[asyncio.Task[object]] = set()  # tasks awaiting an answer right now
+        self._aborted = False
         self._secrets = [s for s in config.secrets() if s]
         for secret in self._secrets:
             _httpx_redaction.add(secret)
@@ -254,8 +163,9 @@ class HttpSink(Sink):
     async def send(
         self, messages: Sequence[Message], on_sending: SendingHook, on_settled: SettledHook | None = None
     ) -> list[Outcome]:
-        if self.paused:
-            return [Outcome.held(f"sink paused: {self.pause_reason}") for _ in messages]
+        if self.stopping.is_set() or self.paused:
+            reason = STOPPED if self.stopping.is_set() else self.held_reason
+            return [Outcome.held(reason) for _ in messages]
         outcomes: list[Outcome | None] = [None] * len(messages)
 
         async def run(indexes: list[int]) -> None:
@@ -296,7 +206,7 @@ class HttpSink(Sink):
                     self.pause(reason)
                 if maybe_taken:
                     return Verdict(Kind.AMBIGUOUS, f"{reason}; an earlier try may have been taken")
-                return Verdict(Kind.BUSY, reason)
+                return Verdict(Kind.PAUSED, self.held_reason)
             log.warning(
                 "provider busy, will retry",
                 sink=self.name,
@@ -304,34 +214,75 @@ class HttpSink(Sink):
                 attempt=tries,
                 wait_s=round(wait, 2),
             )
-            await asyncio.sleep(wait)
+            await self._rest(wait)
 
     def _worth_retrying(self, verdict: Verdict) -> bool:
         return verdict.kind is Kind.BUSY or (verdict.kind is Kind.AMBIGUOUS and self.config.retry_ambiguous)
 
     async def _once(self, group: Sequence[Message], on_sending: SendingHook) -> Verdict:
-        """One request: wait for a slot and a token, then send unless the sink paused meanwhile."""
+        """One request: a slot, the provider's hold, a token; then send unless paused or stopping."""
         async with self.slots:
+            while (hold := self.held_until - time.monotonic()) > 0 and not self.stopping.is_set():
+                await self._rest(hold)
             if self.limiter is not None and not self.paused:
-                await self.limiter.acquire()
+                await self._token(self.limiter)
+            if self.stopping.is_set():
+                return Verdict(Kind.PAUSED, STOPPED)
             if self.paused:
-                return Verdict(Kind.PAUSED, f"sink paused: {self.pause_reason}")
+                return Verdict(Kind.PAUSED, self.held_reason)
             try:
                 request = self.request(group)
             except httpx.InvalidURL as exc:
-                verdict = Verdict(Kind.ACCOUNT, f"cannot build the request: {_what(exc)}")
+                verdict = Verdict(Kind.ACCOUNT, f"cannot build the request: {what(exc)}")
                 self._learn(group, verdict, time.monotonic())
                 return verdict
             await on_sending(group)
             left_at = time.monotonic()
-            try:
-                response = await self.client.send(request, follow_redirects=False)
-            except httpx.HTTPError as exc:
-                verdict = verdict_for_error(exc, self.config)
-            else:
-                verdict = self._read(group, response)
+            verdict = await self._exchange(group, request)
         self._learn(group, verdict, left_at)
         return verdict
+
+    async def _exchange(self, group: Sequence[Message], request: httpx.Request) -> Verdict:
+        """The request on the wire, and what its answer (or its failure) proves."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._on_wire.add(task)
+        try:
+            response = await self.client.send(request, follow_redirects=False)
+        except httpx.HTTPError as exc:
+            return verdict_for_error(exc, self.config)
+        except asyncio.CancelledError:
+            # Only `abort()`'s own cancellation becomes an answer; any other one goes on up.
+            if not self._aborted or task.uncancel() > 0:
+                raise
+            return Verdict(Kind.AMBIGUOUS, ABORTED)
+        finally:
+            self._on_wire.discard(task)
+        return self._read(group, response)
+
+    async def _rest(self, seconds: float) -> None:
+        """Sleep, but wake as soon as the connector stops: a stopping sink sends nothing more."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+
+    async def _token(self, limiter: AsyncLimiter) -> None:
+        """A token of the rate limit, unless the connector stops first."""
+        if limiter.has_capacity():
+            await limiter.acquire()
+            return
+        token = asyncio.ensure_future(limiter.acquire())
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait((token, stop), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not token.done():
+                token.cancel()
+
+    def abort(self) -> None:
+        self._aborted = True
+        for task in list(self._on_wire):
+            task.cancel()
 
     def _read(self, group: Sequence[Message], response: httpx.Response) -> Verdict:
         try:
@@ -344,7 +295,7 @@ class HttpSink(Sink):
             )
 
     def _learn(self, group: Sequence[Message], verdict: Verdict, left_at: float) -> None:
-        """What an answer tells about the sink as a whole: pause, resume, or a bug of ours."""
+        """What an answer tells about the sink as a whole: pause, hold, resume, or a bug of ours."""
         kinds = {v.kind for v in verdict.each} if verdict.each else {verdict.kind}
         if Kind.ACCOUNT in kinds:
             # Requests that left before the pause began answer the same: one pause, not one each.
@@ -353,6 +304,15 @@ class HttpSink(Sink):
                 self.pause(account.detail)
         elif Kind.ACCEPTED in kinds and self.pause_reason and self._paused_at <= left_at:
             self.resume()
+        if verdict.kind is Kind.BUSY and verdict.retry_after is not None:
+            until = time.monotonic() + min(verdict.retry_after, self.longest_wait)
+            if until > self.held_until:
+                self.held_until = until
+                log.warning(
+                    "provider asked to wait; the sink holds every request",
+                    sink=self.name,
+                    wait_s=round(until - time.monotonic(), 2),
+                )
         if Kind.BUG in kinds:
             log.error(
                 "provider says our request is malformed: a bug",
@@ -369,7 +329,13 @@ class HttpSink(Sink):
     def settle(self, group: Sequence[Message], verdict: Verdict) -> list[Outcome]:
         """One outcome per message of the group, in order."""
         verdicts = verdict.each if verdict.each is not None else (verdict,) * len(group)
-        return [_OUTCOMES[v.kind](self.redact(v.detail)) for v in verdicts]
+        return [self._outcome(v) for v in verdicts]
+
+    def _outcome(self, verdict: Verdict) -> Outcome:
+        detail = self.redact(verdict.detail)
+        if verdict.kind is Kind.ACCOUNT:  # held because the sink paused: the status says so
+            detail = f"sink {self.name} paused: {detail}"
+        return _OUTCOMES[verdict.kind](detail)
 
 
 _OUTCOMES = {
@@ -377,7 +343,7 @@ _OUTCOMES = {
     Kind.REFUSED: Outcome.failed,
     Kind.BUG: Outcome.failed,
     Kind.ACCOUNT: Outcome.held,
-    Kind.BUSY: Outcome.held,  # only once the retries are spent
+    Kind.BUSY: Outcome.held,
     Kind.AMBIGUOUS: Outcome.unknown,
-    Kind.PAUSED: Outcome.held,
+    Kind.PAUSED: Outcome.held,  # never left: paused, retries spent, or stopping
 }

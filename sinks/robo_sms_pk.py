@@ -55,6 +55,8 @@ class RoboSmsPkSink(HttpSink):
     config_model = RoboSmsPkConfig
     config: RoboSmsPkConfig
 
+    checks_account = True  # check-balance answers for the key without sending
+
     # The provider's rules.
     largest_bulk: ClassVar[int] = 100  # numbers in one bulk request; the document sets no limit
     id_keys: ClassVar[tuple[str, ...]] = ("id", "message_id", "sms_id", "msg_id", "uuid")

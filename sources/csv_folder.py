@@ -147,18 +147,25 @@ class CsvFolderSource(Source):
             await asyncio.to_thread(observer.join, 10)
 
     async def once(self) -> None:
+        """Every file settled now; a file still being written is left for the next pass, never
+        waited for (a cron job must not block on an ERP that is still writing)."""
         self._prepare()
         self._scan()
+        ready, _ = self._settled()
+        young = sorted(path.name for path in self._seen if path not in ready)
+        if young:
+            log.info(
+                "csv files not settled yet; left for the next pass",
+                source=self.name,
+                files=young,
+                settle_s=self.config.settle,
+            )
         unfinished: list[str] = []
-        while self._seen and not self.ctx.stopping.is_set():
-            ready, next_at = self._settled()
-            for path in ready:
-                if self.ctx.stopping.is_set():
-                    break
-                if not await self._take(path):
-                    unfinished.append(path.name)
-            if not ready and next_at is not None:
-                await self._sleep(next_at - time.monotonic())
+        for path in ready:
+            if self.ctx.stopping.is_set():
+                break
+            if not await self._take(path):
+                unfinished.append(path.name)
         if unfinished:
             raise SourceError(f"{self.name}: could not finish {', '.join(unfinished)}; left in the inbox")
 

@@ -45,7 +45,7 @@ from pydantic import field_validator, model_validator
 
 from connector.errors import SourceError
 from connector.events import Record
-from connector.status import is_resend
+from connector.status import is_resend, state_word
 from connector.types import STRICT, Duration
 from sources.base import Source, SourceConfigBase, SourceContext, StatusUpdate
 from sources.sheets_client import Block, Cell, Grid, SheetsClient, column_letter
@@ -218,7 +218,7 @@ def read_table(source: str, config: GoogleSheetsConfig, grid: Grid, block: Block
     for number, cells in data.items():
         cell = cells[status_index] if status_index < len(cells) else ""
         status = cell.strip()
-        if status and not is_resend(status) and status.split()[0].lower() != "pending":
+        if status and not is_resend(status) and state_word(status) != "pending":
             continue
         problem: str | None = None
         row_key = keyed.get(number)

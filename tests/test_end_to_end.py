@@ -67,7 +67,10 @@ def test_wrong_token_holds_rows_pending_and_a_later_run_sends_them(
     held = connector("once", "-c", "config.yaml", cwd=tmp_path)
     assert held.returncode == 0, held.stderr
     results_file = tmp_path / "inbox" / "processed" / "orders.results.csv"
-    assert all(r["SMS Status"].startswith("pending") for r in read_results(results_file))
+    assert all(
+        r["SMS Status"].startswith("pending: sink ro paused: wrong token (HTTP 401)")
+        for r in read_results(results_file)
+    )
     assert "sink paused" in held.stderr
     assert emulator.accepted == []
 
@@ -123,7 +126,7 @@ rules:
     (folder / "inbox" / "promo.csv").write_text("Phone\n03001234567\n0300 765 4321\n+92 345 1112223\n")
 
 
-def test_pk_refused_key_stops_the_start_and_bulk_sends_once_fixed(tmp_path: Path) -> None:
+def test_pk_refused_key_writes_pending_exits_1_and_bulk_sends_once_fixed(tmp_path: Path) -> None:
     from tests.emulators.robo_pk import PkEmulator
 
     emulator = PkEmulator(email="ops@example.com", key=PK_KEY)
@@ -133,9 +136,13 @@ def test_pk_refused_key_stops_the_start_and_bulk_sends_once_fixed(tmp_path: Path
         assert check.returncode == 1 and "UNUSABLE credentials" in check.stdout
         refused = connector("once", "-c", "config.yaml", cwd=tmp_path)
         assert refused.returncode == 1, refused.stderr
-        assert "cannot start" in refused.stderr and "wrong-key" not in refused.stderr
-        assert (tmp_path / "inbox" / "promo.csv").exists()  # nothing taken, nothing held
-        assert [r["path"] for r in emulator.requests] == ["/api/check-balance"] * 2
+        assert "sink pk: the provider refused the account: invalid API key (code 203)" in refused.stderr
+        assert "wrong-key" not in refused.stderr + refused.stdout
+        # The team reading the results sees why nothing went out, row by row.
+        results = tmp_path / "inbox" / "processed" / "promo.results.csv"
+        statuses = [r["SMS Status"] for r in read_results(results)]
+        assert statuses == ["pending: sink pk paused: invalid API key (code 203)"] * 3
+        assert [r["path"] for r in emulator.requests] == ["/api/check-balance"] * 2  # no send tried
 
         pk_config(tmp_path, url, PK_KEY)
         sent = connector("once", "-c", "config.yaml", cwd=tmp_path)
@@ -143,5 +150,5 @@ def test_pk_refused_key_stops_the_start_and_bulk_sends_once_fixed(tmp_path: Path
     sends = [r for r in emulator.requests if r["path"] == "/api/send-message"]
     assert len(sends) == 1, "one text to three numbers travels as one bulk request"
     assert sorted(m["to"] for m in emulator.accepted) == ["923001234567", "923007654321", "923451112223"]
-    statuses = [r["SMS Status"] for r in read_results(tmp_path / "inbox" / "processed" / "promo.results.csv")]
+    statuses = [r["SMS Status"] for r in read_results(results)]
     assert all(s.startswith("sent ") for s in statuses), statuses

@@ -159,7 +159,7 @@ async def test_held_while_paused_then_sent_by_retry(ledger: Ledger) -> None:
     sink.pause("no credits")
     eng = engine(ledger, sink)
     [status] = await eng.process([rec()])
-    assert status == "pending (paused: no credits)"
+    assert status == "pending: paused: no credits"
     assert await eng.retry_pending() == []  # still paused: nothing tried
     sink.resume()
     [entry] = await eng.retry_pending()

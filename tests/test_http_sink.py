@@ -13,7 +13,8 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from connector.events import Message, OutcomeKind
-from sinks.http import BY_STATUS, HttpSink, Kind, Verdict, backoff, lookup, retry_after
+from connector.retry import retry_after
+from sinks.http import BY_STATUS, HttpSink, Kind, Verdict, backoff, lookup
 from sinks.http_config import HttpSinkConfig
 
 SECRET = "s3cr3t-token-value"
@@ -256,7 +257,7 @@ async def test_retries_stop_at_max_retry_time_then_held_and_paused() -> None:
             outcomes = await sink.send(messages(1), Recorder([]))
     (outcome,) = outcomes
     assert outcome.kind is OutcomeKind.HELD
-    assert outcome.detail.startswith("provider unavailable: provider busy (HTTP 503)")
+    assert outcome.detail.startswith("sink probe paused: provider unavailable: provider busy (HTTP 503)")
     assert outcome.detail.endswith(f"after {calls} attempts")
     assert calls >= 2
     assert sink.paused
@@ -372,8 +373,8 @@ async def test_account_problem_pauses_and_holds_the_rest_of_the_batch() -> None:
     async with client:
         outcomes = await sink.send(messages(5), Recorder(events))
     assert [o.kind for o in outcomes] == [OutcomeKind.HELD] * 5
-    assert outcomes[0].detail.startswith("credentials refused (HTTP 401)")
-    assert all(o.detail.startswith("sink paused: credentials refused") for o in outcomes[1:])
+    assert outcomes[0].detail.startswith("sink probe paused: credentials refused (HTTP 401)")
+    assert all(o.detail.startswith("sink probe paused: credentials refused") for o in outcomes[1:])
     assert events == ["sending m0", "request"]
     assert sink.paused
 

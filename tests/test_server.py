@@ -14,7 +14,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from connector.errors import ConnectorError
+from connector.ledger import State, open_ledger
 from connector.server import HttpServer, mask_number
+from sinks.base import STOPPED
 from tests.emulators.robo_ro import RoEmulator
 from tests.emulators.server import EmulatorServer
 from tests.helpers import start_connector, wait_for
@@ -140,7 +142,9 @@ async def test_a_taken_port_is_a_clear_error(served: Served) -> None:
         await other.start()
 
 
-async def test_stopping_finishes_the_request_in_flight_then_refuses_new_ones(tmp_path: Path) -> None:
+async def test_stopping_answers_the_delivery_in_flight_refuses_new_ones_and_sends_nothing_more(
+    tmp_path: Path,
+) -> None:
     async with serve(tmp_path, config_text(OUTBOX)) as served:
         body = encode(order(5))
         headers = signed(body, "msg_in_flight")
@@ -158,8 +162,14 @@ async def test_stopping_finishes_the_request_in_flight_then_refuses_new_ones(tmp
         await reading.wait()
         served.runtime.stopping.set()
         assert served.runtime.server is not None
-        while served.runtime.server._server is not None and not served.runtime.server._server.should_exit:
+        app = served.runtime.server.app
+        while app.state.accepting:
             await asyncio.sleep(0.01)
+        late_body = encode(order(6))
+        late = await served.post("/hooks/signed", late_body, signed(late_body, "msg_late"))
+        assert late.status_code == 503
+        assert late.json()["error"] == "stopping" and late.headers["retry-after"] == "10"
+        assert (await served.client.get(served.url + "/healthz")).status_code == 200  # still serving
         release.set()
         answer = await posting
         assert answer.status_code == 202
@@ -168,7 +178,16 @@ async def test_stopping_finishes_the_request_in_flight_then_refuses_new_ones(tmp
     with pytest.raises(httpx.ConnectError):
         async with httpx.AsyncClient() as fresh:
             await fresh.get(url + "/healthz")
-    assert [m["id"] for m in served.outbox()] == [event_id]  # drained before the runtime stopped
+    # Taken in, not sent: it waits in the ledger for the next start (SPEC "Stopping").
+    assert served.outbox() == []
+    ledger = await open_ledger("sqlite:///connector.db", tmp_path)
+    try:
+        [entry] = await ledger.entries([event_id])
+        late_entries = await ledger.counts()
+    finally:
+        await ledger.close()
+    assert (entry.state, entry.detail) == (State.PENDING, STOPPED)
+    assert sum(c.count for c in late_entries) == 1  # the refused delivery left nothing behind
 
 
 def test_mask_number_keeps_only_the_last_three_digits() -> None:

@@ -230,7 +230,7 @@ async def test_account_problem_holds_the_rest_of_the_batch(client: httpx.AsyncCl
         outcomes = await make_sink(client, base, concurrency=1).send(batch, Hook())
     assert [o.kind for o in outcomes] == [OutcomeKind.SENT] * 2 + [OutcomeKind.HELD] * 3
     assert "user balance insufficient" in outcomes[2].detail
-    assert outcomes[4].detail.startswith("sink paused: user balance insufficient")
+    assert outcomes[4].detail.startswith("sink pk paused: user balance insufficient")
     assert len(emulator.requests) == 3
 
 
@@ -242,7 +242,7 @@ async def test_connection_refused_is_retried_then_held(client: httpx.AsyncClient
     sink = make_sink(client, f"http://127.0.0.1:{port}", max_retry_time="300ms")
     (outcome,) = await sink.send([Message("m1", NUMBER, "hi")], hook)
     assert outcome.kind is OutcomeKind.HELD
-    assert outcome.detail.startswith("provider unavailable: cannot connect")
+    assert outcome.detail.startswith("sink pk paused: provider unavailable: cannot connect")
     assert len(hook.calls) >= 2 and sink.paused
 
 

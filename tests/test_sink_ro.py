@@ -122,7 +122,7 @@ async def test_connection_refused_is_retried_then_held(client: httpx.AsyncClient
     sink = make_sink(client, f"http://127.0.0.1:{port}", max_retry_time="300ms")
     (outcome,) = await sink.send([Message("m1", NUMBER, "hi")], hook)
     assert outcome.kind is OutcomeKind.HELD
-    assert outcome.detail.startswith("provider unavailable: cannot connect")
+    assert outcome.detail.startswith("sink ro paused: provider unavailable: cannot connect")
     assert len(hook.calls) >= 2  # retried, and declared sending before each try
     assert sink.paused
 
@@ -137,7 +137,7 @@ async def test_account_problem_holds_the_rest_of_the_batch(client: httpx.AsyncCl
         again = await sink.send(batch[:1], hook)
     assert [o.kind for o in outcomes] == [OutcomeKind.SENT] * 2 + [OutcomeKind.HELD] * 3
     assert "not enough credits" in outcomes[2].detail
-    assert outcomes[3].detail.startswith("sink paused: not enough credits")
+    assert outcomes[3].detail.startswith("sink ro paused: not enough credits")
     assert len(emulator.requests) == 3 and len(hook.calls) == 3
     assert again[0].kind is OutcomeKind.HELD  # paused: nothing leaves
     assert len(emulator.requests) == 3
