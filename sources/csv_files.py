@@ -3,10 +3,11 @@
 Plain blocking file work with no asyncio: `csv_folder` calls it through `asyncio.to_thread`. Nothing
 here holds a whole file in memory; every pass streams.
 
-Line numbers are physical lines (1 = the header line, as an editor shows them): a row's number is
-the line it starts on. The results file keeps every row on the same line as in the original (the
-cell texts are unchanged, so embedded line breaks are too), which is how a status update that
-names `<file id>:<line>` finds its row again.
+Line numbers are physical lines, as an editor shows them: a row's number is the line it starts on
+(the header is line 1, or line 2 below Excel's `sep=` line). The results file keeps every row on the
+same line as in the original (the cell texts are unchanged, so embedded line breaks are too, and a
+`sep=` line is copied through as it was), which is how a status update that names
+`<file id>:<line>` finds its row again. How bytes become text lives in `csv_text`.
 """
 
 from __future__ import annotations
@@ -25,20 +26,32 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from connector.errors import SourceError
 from connector.events import Record
+from sources.csv_text import BadFile, detect_encoding, excel_sep_line
+
+__all__ = [  # BadFile is raised in csv_text; csv_folder takes the whole file format from here
+    "BadFile",
+    "Layout",
+    "ResultsFormat",
+    "ResultsWriter",
+    "Row",
+    "RowReader",
+    "file_identity",
+    "free_names",
+    "inspect",
+    "is_candidate",
+    "place_status",
+    "reason_name",
+    "results_name",
+    "rewrite_statuses",
+    "sniff_delimiter",
+]
 
 DELIMITERS = ",;\t"
-CHUNK_BYTES = 1 << 20
-BINARY_PROBE = 8192
 SAMPLE_CHARS = 64 * 1024  # read to find the header row and the line ending
 SNIFF_LINES, SNIFF_CHARS = 20, 4096
 _TEMP_PREFIXES = (".", "~$")  # hidden files, LibreOffice `.~lock.x#`, Office owner files `~$x.csv`
 _TEMP_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", "~")
-
-
-class BadFile(SourceError):
-    """The file cannot be read as a table at all; it goes to failed/ with this message as the reason."""
 
 
 def is_candidate(name: str, pattern: str) -> bool:
@@ -55,49 +68,6 @@ def file_identity(name: str, st: os.stat_result) -> str:
     return hashlib.sha256(seed.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
-# -- encoding -------------------------------------------------------------------------------------------
-
-
-def detect_encoding(path: Path) -> str:
-    """The codec to read the file with: utf-8-sig, utf-8 or cp1252 (Excel's "CSV" on Western Windows)."""
-    with path.open("rb") as f:
-        head = f.read(BINARY_PROBE)
-        if not head:
-            raise BadFile("empty file")
-        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-            raise BadFile("UTF-16 text is not supported: save it as CSV UTF-8 (or plain CSV)")
-        if b"\0" in head:
-            raise BadFile("binary file")
-        bom = head.startswith(codecs.BOM_UTF8)
-        f.seek(0)
-        problem = _undecodable(f, "utf-8")
-        if problem is None:
-            return "utf-8-sig" if bom else "utf-8"
-        if not bom:  # a UTF-8 byte order mark rules Windows-1252 out
-            f.seek(0)
-            problem = _undecodable(f, "cp1252")
-            if problem is None:
-                return "cp1252"
-    raise BadFile(f"not UTF-8 or Windows-1252 text ({problem})")
-
-
-def _undecodable(f: IO[bytes], encoding: str) -> str | None:
-    """Where the whole stream stops decoding, or None. Streams: a file of any size costs ~1 MiB."""
-    decoder = codecs.getincrementaldecoder(encoding)("strict")
-    offset = 0
-    while True:
-        chunk = f.read(CHUNK_BYTES)
-        carried = len(decoder.getstate()[0])  # bytes of a character split across chunks
-        try:
-            decoder.decode(chunk, final=not chunk)
-        except UnicodeDecodeError as e:
-            bad = e.object[e.start : e.start + 1].hex()
-            return f"byte 0x{bad} at offset {offset - carried + e.start}"
-        if not chunk:
-            return None
-        offset += len(chunk)
-
-
 # -- layout ---------------------------------------------------------------------------------------------
 
 
@@ -109,6 +79,7 @@ class ResultsFormat:
     delimiter: str
     newline: str
     status_index: int
+    sep_line: bool = False  # the first line is Excel's `sep=` line (notes written before it lack this)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -141,10 +112,11 @@ class Layout:
     status_existing: bool  # the file already had the status column
     key_name: str | None
     data_rows: int  # non-blank rows after the header, for progress logs
+    sep_line: str = ""  # Excel's `sep=` line with its line break, as written; "" when there is none
 
     @property
     def excel_bom(self) -> bool:
-        """Results get a BOM when the input had one or was Windows-1252, so that Excel reads UTF-8."""
+        """Results get a BOM when the input had one or was Windows-1252 or UTF-16, so Excel reads UTF-8."""
         return self.encoding != "utf-8"
 
     def record(self, source: str, origin: str, cells: Sequence[str], where: str = "") -> Record:
@@ -170,7 +142,7 @@ class Layout:
         return place_status(row.cells, self.status_index, status, replace=self.status_existing)
 
     def results_format(self, results: str) -> ResultsFormat:
-        return ResultsFormat(results, self.delimiter, self.newline, self.status_index)
+        return ResultsFormat(results, self.delimiter, self.newline, self.status_index, bool(self.sep_line))
 
 
 def place_status(cells: Sequence[str], index: int, status: str | None, *, replace: bool) -> list[str]:
@@ -195,11 +167,16 @@ def inspect(path: Path, *, key_column: str | None, status_column: str) -> Layout
         more = bool(f.read(1))
     if more:  # sniff whole lines only
         sample = sample[: max(sample.rfind("\n"), sample.rfind("\r")) + 1] or sample
-    delimiter = sniff_delimiter(sample)
+    sep_line, delimiter = excel_sep_line(sample) or ("", "")
+    if sep_line:  # it names the delimiter, and the header is on the next line
+        sample = sample[len(sep_line) :] + sep_line  # for the rows' line break, else the sep line's
+    else:
+        delimiter = sniff_delimiter(sample)
     header: list[str] | None = None
     data_rows = 0
     with path.open(encoding=encoding, newline="") as f:
-        for _, cells in _rows(f, delimiter):
+        _, first_line = _read_sep_line(f, bool(sep_line))
+        for _, cells in _rows(f, delimiter, first_line):
             if _blank(cells):
                 continue
             if header is None:
@@ -227,6 +204,7 @@ def inspect(path: Path, *, key_column: str | None, status_column: str) -> Layout
         status_existing=existing,
         key_name=key_column,
         data_rows=data_rows,
+        sep_line=sep_line,
     )
 
 
@@ -277,10 +255,15 @@ def _blank(cells: Sequence[str]) -> bool:
     return all(not cell.strip() for cell in cells)
 
 
-def _rows(f: IO[str], delimiter: str) -> Iterator[tuple[int, list[str]]]:
+def _read_sep_line(f: IO[str], present: bool) -> tuple[str, int]:
+    """The `sep=` line, read as text and never parsed (its quotes need not balance), and the next line."""
+    return (f.readline(), 2) if present else ("", 1)
+
+
+def _rows(f: IO[str], delimiter: str, first_line: int = 1) -> Iterator[tuple[int, list[str]]]:
     """(line the row starts on, cells). Strict quoting: a quote never closed is an error, not a lost file."""
     reader = csv.reader(f, delimiter=delimiter, strict=True)
-    start = 1
+    start = first_line
     while True:
         try:
             cells = next(reader)
@@ -289,7 +272,7 @@ def _rows(f: IO[str], delimiter: str) -> Iterator[tuple[int, list[str]]]:
         except csv.Error as e:
             raise BadFile(f"line {start}: malformed CSV ({e})") from e
         yield start, cells
-        start = reader.line_num + 1
+        start = first_line + reader.line_num
 
 
 # -- reading rows ---------------------------------------------------------------------------------------
@@ -301,7 +284,8 @@ class RowReader:
     def __init__(self, path: Path, layout: Layout, *, source: str, file_id: str, chunk_rows: int) -> None:
         self._file = path.open(encoding=layout.encoding, newline="")
         self._name = path.name
-        self._rows = _rows(self._file, layout.delimiter)
+        _, first_line = _read_sep_line(self._file, bool(layout.sep_line))
+        self._rows = _rows(self._file, layout.delimiter, first_line)
         self._layout = layout
         self._source = source
         self._file_id = file_id
@@ -353,6 +337,7 @@ class ResultsWriter:
         self._layout = layout
         encoding = "utf-8-sig" if layout.excel_bom else "utf-8"
         self._file = part.open("w", encoding=encoding, newline="")
+        self._file.write(layout.sep_line)  # keeps every row on its line, and Excel still reads the delimiter
         self._writer = csv.writer(self._file, delimiter=layout.delimiter, lineterminator=layout.newline)
 
     def write_chunk(self, rows: Sequence[Row], statuses: Sequence[str | None]) -> int:
@@ -389,7 +374,9 @@ def rewrite_statuses(path: Path, fmt: ResultsFormat, updates: Mapping[int, str])
         part.open("w", encoding="utf-8-sig" if bom else "utf-8", newline="") as dst,
     ):
         writer = csv.writer(dst, delimiter=fmt.delimiter, lineterminator=fmt.newline)
-        for line_no, cells in _rows(src, fmt.delimiter):
+        sep_line, first_line = _read_sep_line(src, fmt.sep_line)
+        dst.write(sep_line)  # untouched, as it is in the original
+        for line_no, cells in _rows(src, fmt.delimiter, first_line):
             status = updates.get(line_no)
             if status is not None and cells:
                 changed += 1

@@ -1,4 +1,5 @@
-"""The CSV file format: encodings, delimiters, rows, problems, results files (sources/csv_files.py)."""
+"""The CSV file format: encodings, delimiters, rows, problems, results files (sources/csv_files.py,
+sources/csv_text.py)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,12 @@ from pathlib import Path
 import pytest
 
 from sources.csv_files import (
-    CHUNK_BYTES,
     BadFile,
     Layout,
+    ResultsFormat,
     ResultsWriter,
     Row,
     RowReader,
-    detect_encoding,
     file_identity,
     free_names,
     inspect,
@@ -27,6 +27,25 @@ from sources.csv_files import (
     results_name,
     rewrite_statuses,
 )
+from sources.csv_text import CHUNK_BYTES, detect_encoding
+
+# As SAP and Excel's "Unicode Text" write it: UTF-16 with a BOM, tab-separated, CRLF.
+SAP = (
+    "Name\tPhone\tCity\r\n"
+    "Ștefan Ţăran\t0740\tCluj\r\n"
+    "Łukasz Wójcik\t0741\tKraków\r\n"
+    "山田 太郎\t0742\t東京\r\n"
+)
+SAP_ROWS = [
+    {"Name": "Ștefan Ţăran", "Phone": "0740", "City": "Cluj"},
+    {"Name": "Łukasz Wójcik", "Phone": "0741", "City": "Kraków"},
+    {"Name": "山田 太郎", "Phone": "0742", "City": "東京"},
+]
+UTF16 = {"utf-16-le": codecs.BOM_UTF16_LE, "utf-16-be": codecs.BOM_UTF16_BE}
+
+
+def utf16(text: str, codec: str = "utf-16-le") -> bytes:
+    return UTF16[codec] + text.encode(codec)
 
 
 def drop(tmp_path: Path, data: bytes | str, name: str = "x.csv") -> Path:
@@ -98,6 +117,31 @@ def test_a_character_split_across_read_chunks_is_still_utf8(tmp_path: Path) -> N
     assert detect_encoding(path) == "utf-8"
 
 
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_utf16_with_a_bom_is_read_in_either_byte_order(tmp_path: Path, codec: str) -> None:
+    path = drop(tmp_path, utf16(SAP, codec))
+    assert detect_encoding(path) == "utf-16"
+    layout = layout_of(path)
+    assert (layout.delimiter, layout.newline, layout.names) == ("\t", "\r\n", ("Name", "Phone", "City"))
+    rows = rows_of(path, layout)
+    assert [(r.line_no, r.record.problem) for r in rows if r.record] == [(2, None), (3, None), (4, None)]
+    assert data_rows(path, layout) == SAP_ROWS
+
+
+def test_utf16_is_checked_to_the_end_and_a_pair_may_straddle_chunks(tmp_path: Path) -> None:
+    head = utf16("Name\tPhone\n")
+    lines, odd = divmod((CHUNK_BYTES - 2 - len(head)) // 2, 6)
+    pad = ("Ana\t1\n" * lines + "x" * odd).encode("utf-16-le")
+    good = head + pad + "𝐀\t1\n".encode("utf-16-le")  # its surrogate pair straddles the first 1 MiB read
+    assert len(head + pad) == CHUNK_BYTES - 2
+    path = drop(tmp_path, good)
+    assert detect_encoding(path) == "utf-16"
+    assert data_rows(path)[-1]["Name"] == "x" * odd + "𝐀"
+    broken = drop(tmp_path, good + b"\x00\xdc" + "\t2\n".encode("utf-16-le"), "broken.csv")
+    with pytest.raises(BadFile, match=rf"illegal encoding: bytes 0x00dc at offset {len(good)}\)"):
+        detect_encoding(broken)
+
+
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
@@ -106,10 +150,30 @@ def test_a_character_split_across_read_chunks_is_still_utf8(tmp_path: Path) -> N
         (b",,,\r\n,,\r\n", "empty file"),
         (b"Name,Phone\x00\x01\x02\n", "binary file"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary file"),
-        ("Name,Phone\n".encode("utf-16"), "UTF-16 text is not supported"),
+        (
+            utf16("Name\tPhone\r\nA") + b"\x00\xd8" + "b\t1\r\n".encode("utf-16-le"),
+            "not valid UTF-16 text (illegal UTF-16 surrogate: bytes 0x00d8 at offset 28): "
+            "the file is damaged or cut short",
+        ),
+        (
+            utf16("Name\tPhone\r\nAna\t1\r\n") + b"\x0a",
+            "not valid UTF-16 text (truncated data: bytes 0x0a at offset 40): "
+            "the file is damaged or cut short",
+        ),
+        (utf16("Name\tPhone\nA", "utf-16-be") + b"\xdc\x00", "not valid UTF-16 text (illegal encoding"),
+        (
+            "Name\tPhone\r\nAna\t0740\r\n".encode("utf-16-le"),
+            "binary file: looks like UTF-16 text without a byte order mark; "
+            'save it as "CSV UTF-8" or as "Unicode Text"',
+        ),
+        ("Name;Phone\nȘtefan;0740\n".encode("utf-16-be"), "binary file: looks like UTF-16 text without a"),
+        (utf16("Name\0Phone\n"), "binary file"),
+        (codecs.BOM_UTF16_LE, "empty file"),
+        ("Name,Phone\n".encode("utf-32"), 'UTF-32 text is not supported: save it as "CSV UTF-8"'),
         (b"Name,Phone\nA\x81b,1\n", "not UTF-8 or Windows-1252 text (byte 0x81 at offset 12)"),
         (codecs.BOM_UTF8 + b"Name,Phone\nCaf\xe9,1\n", "not UTF-8 or Windows-1252 text"),
         (b'Name,Phone\nAna,1\n"Ion,2\nDan,3\n', "line 3: malformed CSV"),
+        (b'sep=;\nName;Phone\nAna;1\n"Ion;2\n', "line 4: malformed CSV"),
         (b"Name,Phone,Name\nAna,1,2\n", "duplicate column 'Name' in header"),
         (b" Phone ,Phone\n1,2\n", "duplicate column 'Phone' in header"),
     ],
@@ -119,10 +183,18 @@ def test_a_character_split_across_read_chunks_is_still_utf8(tmp_path: Path) -> N
         "only-delimiters",
         "nul-bytes",
         "png",
-        "utf-16",
+        "utf-16-broken-surrogate",
+        "utf-16-odd-trailing-byte",
+        "utf-16be-lone-low-surrogate",
+        "utf-16-without-bom",
+        "utf-16be-without-bom",
+        "utf-16-nul-character",
+        "utf-16-bom-only",
+        "utf-32",
         "undefined-in-cp1252",
         "bom-but-not-utf8",
         "unterminated-quote",
+        "unterminated-quote-below-sep-line",
         "duplicate-header",
         "duplicate-after-strip",
     ],
@@ -161,6 +233,73 @@ def test_each_delimiter_is_sniffed(tmp_path: Path, text: str, delimiter: str) ->
     rows = data_rows(path, layout)
     assert rows[0]["Phone"] == "0740"
     assert all(row.record is None or row.record.problem is None for row in rows_of(path, layout))
+
+
+@pytest.mark.parametrize(
+    ("data", "delimiter"),
+    [
+        (b"sep=;\r\nName;Phone;Note\r\nAna;0740;Hi, there, you\r\nIon;0741;a,b\r\n", ";"),
+        (codecs.BOM_UTF8 + b"sep=,\nName,Phone,Note\nAna,0740,a;b;c\nIon,0741,d;e\n", ","),
+        (b'"sep=;"\nName;Phone;Note\nAna;0740;x,y\nIon;0741;z\n', ";"),
+        (b"sep=\t\nName\tPhone\tNote\nAna\t0740\ta;b\nIon\t0741\tc,d\n", "\t"),
+        (b"SEP=|\nName|Phone|Note\nAna|0740|a;b\nIon|0741|c,d\n", "|"),
+        (b"sep=;;;\nName;Phone;Note\nAna;0740;x,y\nIon;0741;z\n", ";"),
+        (b'"sep=;\nName;Phone;Note\nAna;0740;x,y\nIon;0741;z\n', ";"),
+        ("sep=,\nName,Phone,Note\nAna,0740,René;x\nIon,0741,€\n".encode("cp1252"), ","),
+        (utf16("sep=\t\r\nName\tPhone\tNote\r\nAna\t0740\tȘ;t\r\nIon\t0741\t山田\r\n"), "\t"),
+    ],
+    ids=[
+        "semicolon",
+        "comma-after-utf8-bom",
+        "quoted",
+        "tab",
+        "pipe-upper-case",
+        "trailing-empty-cells",
+        "unclosed-quote",
+        "cp1252",
+        "utf-16",
+    ],
+)
+def test_excels_sep_line_names_the_delimiter_and_is_not_the_header(
+    tmp_path: Path, data: bytes, delimiter: str
+) -> None:
+    # Each data row also splits on another delimiter, so sniffing alone would not read it right.
+    path = drop(tmp_path, data)
+    layout = layout_of(path)
+    assert (layout.delimiter, layout.names, layout.data_rows) == (delimiter, ("Name", "Phone", "Note"), 2)
+    assert layout.sep_line.lower().lstrip('"').startswith("sep=")
+    rows = rows_of(path, layout)
+    assert [(r.line_no, r.header) for r in rows] == [(2, True), (3, False), (4, False)]  # physical lines
+    assert [(r.record.row["Phone"], r.record.problem, r.record.origin) for r in rows if r.record] == [
+        ("0740", None, "f1:3"),
+        ("0741", None, "f1:4"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("sep=;Phone\n1;2\n", ("sep=", "Phone")),  # more than the sep line on line 1: a header
+        ("sep=a\n1\n", ("sep=a",)),  # a letter is no delimiter
+        ("Name;Phone\nsep=,\n", ("Name", "Phone")),  # only the first line can be one
+    ],
+)
+def test_a_line_that_only_looks_like_a_sep_line_is_data(
+    tmp_path: Path, text: str, names: tuple[str, ...]
+) -> None:
+    layout = layout_of(drop(tmp_path, text))
+    assert (layout.names, layout.sep_line) == (names, "")
+
+
+def test_ragged_rows_below_a_sep_line_are_problems_on_their_physical_lines(tmp_path: Path) -> None:
+    path = drop(tmp_path, 'sep=;\nName;Phone;City\nAna;1;Cluj;extra\n\nIon;2\nEd;"3\n4";Iasi\nDan;5;Arad\n')
+    records = [row.record for row in rows_of(path) if row.record is not None]
+    assert [(r.where, r.problem) for r in records] == [
+        ("x.csv line 3", "row has 4 fields, header has 3"),
+        ("x.csv line 5", "row has 2 fields, header has 3"),
+        ("x.csv line 6", None),
+        ("x.csv line 8", None),  # the quoted line break above counts as a line
+    ]
 
 
 def test_quoted_newlines_and_delimiters_stay_in_their_cell(tmp_path: Path) -> None:
@@ -249,8 +388,10 @@ def test_results_replace_an_existing_status_column(tmp_path: Path) -> None:
         ("Name,Phone\nRené €,1\n".encode("cp1252"), True),
         (codecs.BOM_UTF8 + "Name,Phone\nRené €,1\n".encode(), True),
         ("Name,Phone\nRené €,1\n".encode(), False),
+        (utf16("Name,Phone\nRené €,1\n"), True),
+        (utf16("Name,Phone\nRené €,1\n", "utf-16-be"), True),
     ],
-    ids=["cp1252", "utf-8-bom", "utf-8"],
+    ids=["cp1252", "utf-8-bom", "utf-8", "utf-16-le", "utf-16-be"],
 )
 def test_results_are_utf8_with_a_bom_when_excel_needs_one(tmp_path: Path, data: bytes, bom: bool) -> None:
     path = drop(tmp_path, data)
@@ -289,6 +430,61 @@ def test_rewrite_keeps_the_bom(tmp_path: Path) -> None:
     out = write_results(path, layout, status="pending")
     rewrite_statuses(out, layout.results_format(out.name), {2: "sent"})
     assert out.read_bytes() == codecs.BOM_UTF8 + "Name,Phone,SMS Status\nRené,1,sent\n".encode()
+
+
+@pytest.mark.parametrize(
+    "sep_line",
+    [b"sep=;\r\n", b'"SEP=;";;\r\n', codecs.BOM_UTF8 + b"sep=;\r\n"],
+    ids=["plain", "quoted", "bom"],
+)
+def test_a_sep_line_goes_through_to_the_results_and_their_rewrites(tmp_path: Path, sep_line: bytes) -> None:
+    path = drop(tmp_path, sep_line + b'Name;Note\r\nAna;"two\r\nlines"\r\nIon;x\r\nDan;y\r\n')
+    layout = layout_of(path)
+    out = write_results(path, layout, status="pending")
+    expected = (
+        sep_line + b'Name;Note;SMS Status\r\nAna;"two\r\nlines";pending\r\nIon;x;pending\r\nDan;y;pending\r\n'
+    )
+    assert out.read_bytes() == expected  # every row on its original line, under the same sep line
+    fmt = ResultsFormat.from_json(layout.results_format(out.name).to_json())  # as the ledger's notes keep it
+    assert fmt.sep_line
+    # Line 1 is the sep line: not a row, so an update naming it changes nothing.
+    assert rewrite_statuses(out, fmt, {1: "x", 5: "sent 2026-11-22T04:20:00Z 9"}) == 1
+    assert out.read_bytes() == expected.replace(b"Ion;x;pending", b"Ion;x;sent 2026-11-22T04:20:00Z 9")
+
+
+def test_rows_keep_their_line_break_when_the_sep_line_has_another(tmp_path: Path) -> None:
+    # A script that put `sep=;` with a Unix line break on top of an Excel (CRLF) export.
+    path = drop(tmp_path, b"sep=;\nName;Phone\r\nAna;1\r\n")
+    layout = layout_of(path)
+    assert layout.newline == "\r\n"
+    out = write_results(path, layout, status="pending")
+    rewrite_statuses(out, layout.results_format(out.name), {3: "sent"})
+    assert out.read_bytes() == b"sep=;\nName;Phone;SMS Status\r\nAna;1;sent\r\n"
+
+
+def test_utf16_results_are_utf8_with_a_bom_and_rewrite_one_row(tmp_path: Path) -> None:
+    path = drop(tmp_path, utf16(SAP, "utf-16-be"))
+    layout = layout_of(path)
+    out = write_results(path, layout, status="pending")
+    lines = [
+        "Name\tPhone\tCity\tSMS Status",
+        "Ștefan Ţăran\t0740\tCluj\tpending",
+        "Łukasz Wójcik\t0741\tKraków\tpending",
+        "山田 太郎\t0742\t東京\tpending",
+    ]
+    assert out.read_bytes() == codecs.BOM_UTF8 + "".join(f"{line}\r\n" for line in lines).encode()
+    assert rewrite_statuses(out, layout.results_format(out.name), {3: "failed: invalid number"}) == 1
+    lines[2] = "Łukasz Wójcik\t0741\tKraków\tfailed: invalid number"
+    assert out.read_bytes() == codecs.BOM_UTF8 + "".join(f"{line}\r\n" for line in lines).encode()
+
+
+def test_a_results_format_noted_by_an_older_version_still_loads(tmp_path: Path) -> None:
+    note = '{"results": "x.results.csv", "delimiter": ";", "newline": "\\r\\n", "status_index": 2}'
+    fmt = ResultsFormat.from_json(note)
+    assert fmt == ResultsFormat("x.results.csv", ";", "\r\n", 2, sep_line=False)
+    out = drop(tmp_path, "Name;Phone;SMS Status\r\nAna;1;pending\r\n")
+    assert rewrite_statuses(out, fmt, {2: "sent"}) == 1
+    assert out.read_bytes() == b"Name;Phone;SMS Status\r\nAna;1;sent\r\n"
 
 
 # -- names and identity -----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import csv
 import io
 import os
 import re
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -79,9 +80,9 @@ class Folder:
         path.write_bytes(data.encode() if isinstance(data, str) else data)
         return path
 
-    def results(self, name: str = "x.results.csv") -> list[list[str]]:
+    def results(self, name: str = "x.results.csv", delimiter: str = ",") -> list[list[str]]:
         text = (self.inbox / "processed" / name).read_bytes().decode("utf-8-sig")
-        return list(csv.reader(io.StringIO(text, newline="")))
+        return list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
 
     def listing(self) -> list[str]:
         return sorted(str(p.relative_to(self.inbox)) for p in self.inbox.rglob("*"))
@@ -159,8 +160,25 @@ async def test_rows_that_already_have_a_status_are_passed_with_it(tmp_path: Path
         (b"Name,Phone\nA\x90,1\n", "not UTF-8 or Windows-1252 text"),
         (b"Name,Phone,Name\nA,1,2\n", "duplicate column 'Name' in header"),
         (b"Name,Phone\nA,1\n", "key column 'Order ID' not in header: Name, Phone"),
+        (
+            codecs.BOM_UTF16_LE + "Order ID\tPhone\r\nA1\t1\r\n".encode("utf-16-le") + b"\x00",
+            "not valid UTF-16 text (truncated data",
+        ),
+        (
+            "Order ID\tPhone\r\nA1\t1\r\n".encode("utf-16-le"),
+            "binary file: looks like UTF-16 text without a byte order mark",
+        ),
     ],
-    ids=["empty", "whitespace", "binary", "undecodable", "duplicate-header", "missing-key-column"],
+    ids=[
+        "empty",
+        "whitespace",
+        "binary",
+        "undecodable",
+        "duplicate-header",
+        "missing-key-column",
+        "utf-16-cut-short",
+        "utf-16-without-bom",
+    ],
 )
 async def test_unreadable_files_go_to_failed_with_their_reason(
     tmp_path: Path, data: bytes, reason: str
@@ -335,6 +353,67 @@ async def test_write_back_rewrites_one_status(tmp_path: Path) -> None:
     )
 
 
+async def test_sap_utf16_and_excel_sep_files_get_their_statuses_on_their_rows(tmp_path: Path) -> None:
+    f = Folder(tmp_path)
+    # SAP's export (UTF-16LE with a BOM, tabs) and a Windows-1252 file with Excel's sep= line.
+    sap = "".join(
+        f"{line}\r\n"
+        for line in [
+            "Name\tPhone\tCity",
+            "Ștefan\t0740\tCluj",
+            "Łukasz\tbad\tKraków",
+            "山田\tignore\t東京",
+            "山本\t0743\t大阪",
+        ]
+    )
+    f.drop("sap.csv", codecs.BOM_UTF16_LE + sap.encode("utf-16-le"))
+    excel = 'sep=;\r\nName;Phone;Note\r\nAna;0740;"a, b"\r\n\r\nIon;bad;c,d\r\nDan;0742\r\nEd;0743;René\r\n'
+    f.drop("excel.csv", excel.encode("cp1252"))
+    await f.source.once()
+    assert f.listing() == [
+        "failed",
+        "processed",
+        "processed/excel.csv",
+        "processed/excel.results.csv",
+        "processed/sap.csv",
+        "processed/sap.results.csv",
+    ]
+    assert f.results("sap.results.csv", "\t") == [
+        ["Name", "Phone", "City", "SMS Status"],
+        ["Ștefan", "0740", "Cluj", f"{SENT} id-0740"],
+        ["Łukasz", "bad", "Kraków", "failed: invalid number"],
+        ["山田", "ignore", "東京", ""],
+        ["山本", "0743", "大阪", f"{SENT} id-0743"],
+    ]
+    assert (f.inbox / "processed" / "sap.results.csv").read_bytes().startswith(codecs.BOM_UTF8)
+    assert f.results("excel.results.csv", ";") == [
+        ["sep=", ""],  # the sep line, as Excel needs it, read here as the plain CSV it also is
+        ["Name", "Phone", "Note", "SMS Status"],
+        ["Ana", "0740", "a, b", f"{SENT} id-0740"],
+        [],
+        ["Ion", "bad", "c,d", "failed: invalid number"],
+        ["Dan", "0742", "", "failed: row has 2 fields, header has 3"],
+        ["Ed", "0743", "René", f"{SENT} id-0743"],
+    ]
+    lines = {r.row["Name"]: int(r.origin.rpartition(":")[2]) for r in f.engine.seen}
+    assert lines == {"Ștefan": 2, "Łukasz": 3, "山田": 4, "山本": 5, "Ana": 3, "Ion": 5, "Dan": 6, "Ed": 7}
+    # A later status names `<file id>:<line>`: the results file's same physical line changes, only it.
+    paths = {name: f.inbox / "processed" / f"{name}.results.csv" for name in ("excel", "sap")}
+    before = {name: path.read_bytes() for name, path in paths.items()}
+    assert before["excel"].startswith(codecs.BOM_UTF8 + b"sep=;\r\nName;Phone;Note;SMS Status\r\n")
+    late = [r for r in f.engine.seen if r.row["Name"] in ("Ed", "山本")]
+    await f.source.write_back([StatusUpdate(r.origin, "failed: refused later") for r in late])
+    after = {name: path.read_bytes().decode("utf-8-sig") for name, path in paths.items()}
+    assert after["excel"] == before["excel"].decode("utf-8-sig").replace(
+        f"René;{SENT} id-0743", "René;failed: refused later"
+    )
+    assert after["excel"].split("\r\n")[lines["Ed"] - 1] == "Ed;0743;René;failed: refused later"
+    assert after["sap"] == before["sap"].decode("utf-8-sig").replace(
+        f"大阪\t{SENT} id-0743", "大阪\tfailed: refused later"
+    )
+    assert after["sap"].split("\r\n")[lines["山本"] - 1] == "山本\t0743\t大阪\tfailed: refused later"
+
+
 async def test_preview_reads_every_file_and_changes_nothing(tmp_path: Path) -> None:
     f = Folder(tmp_path, settle="1h")
     f.drop("x.csv", ORDERS)
@@ -357,14 +436,24 @@ async def test_preview_reads_every_file_and_changes_nothing(tmp_path: Path) -> N
     assert [r.origin for r in f.engine.seen] == [r.origin for r in records]
 
 
-async def test_once_waits_for_a_young_file_and_ignores_temporary_ones(tmp_path: Path) -> None:
-    f = Folder(tmp_path, settle="300ms")
-    f.drop("x.csv", ORDERS)
+async def test_once_leaves_a_young_file_for_the_next_pass_and_ignores_temporary_ones(
+    tmp_path: Path,
+) -> None:
+    f = Folder(tmp_path, settle="1h")
+    young = f.drop("x.csv", ORDERS)
     temporary = ["~$x.csv", ".~lock.x.csv#", "x.csv.part", "y.tmp", ".hidden.csv"]
     for name in temporary:
         f.drop(name, ORDERS)
     (f.inbox / "sub").mkdir()
     f.drop("sub/deeper.csv", ORDERS)
+    # A file written a moment ago with `settle: 1h`: the pass returns at once and leaves it.
+    await asyncio.wait_for(f.source.once(), timeout=30)
+    assert young.exists() and not (f.inbox / "processed" / "x.results.csv").exists()
+    assert f.engine.seen == []
+    # An hour later (its mtime says so) the next pass takes it.
+    an_hour_ago = time.time() - 3601
+    os.utime(young, (an_hour_ago, an_hour_ago))
+    f.source = CsvFolderSource(f.source.name, f.source.config, f.source.ctx)
     await f.source.once()
     assert (f.inbox / "processed" / "x.results.csv").exists()
     assert sorted(p.name for p in f.inbox.iterdir() if p.is_file()) == sorted(temporary)
