@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -13,11 +12,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.helpers import ro_mobile, write_orders
+from tests.helpers import free_port, ro_mobile, write_orders
 
 ROOT = Path(__file__).resolve().parent.parent
 
-__all__ = ["ro_mobile", "write_orders"]  # re-exported: one generator for tests and benchmarks
+__all__ = ["free_port", "ro_mobile", "write_orders"]  # re-exported: one generator for tests and benchmarks
 
 
 def config_text(
@@ -55,12 +54,6 @@ def ro_sink(url: str, concurrency: int, token: str = "bench-token") -> str:
         f"    type: robo_sms_ro\n    token: {token}\n    url: {url}\n    concurrency: {concurrency}\n"
         "    timeout: 10s\n"
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -102,6 +103,12 @@ def start_connector(*args: str, cwd: Path, log: Path) -> subprocess.Popen[bytes]
 def read_results(path: Path) -> list[dict[str, str]]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         return list(csv.DictReader(handle))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ class HttpRequest:
     headers: dict[str, str]
     body: bytes
     client: str
+    at: float = field(default_factory=time.monotonic)  # when the request was read (this process's clock)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -69,6 +71,7 @@ class HttpRequest:
             "headers": self.headers,
             "body": self.body,
             "client": self.client,
+            "at": self.at,
         }
 
 
