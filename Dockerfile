@@ -10,11 +10,12 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     CONNECTOR_CONFIG=/config/config.yaml
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY connector ./connector
 COPY sources ./sources
 COPY sinks ./sinks
-RUN pip install . && useradd --system --uid 10001 connector && mkdir -p /data && chown connector /data
+# The versions the test suite passed with (constraints.txt, the lock `make upgrade` writes).
+RUN pip install -c constraints.txt . && useradd --system --uid 10001 connector && mkdir -p /data && chown connector /data
 USER connector
 WORKDIR /data
 EXPOSE 8080

@@ -84,13 +84,19 @@ class Cell:
 
 
 class _OfflineCredentials(service_account.Credentials):
-    """Service-account credentials without the "regional access boundary" lookup.
+    """Service-account credentials without the Regional Access Boundary lookup.
 
-    google-auth 2.62 starts a background request to iamcredentials.googleapis.com after each token
-    (`_after_refresh` -> `_maybe_start_regional_access_boundary_refresh`). Nothing here needs it,
-    it must not reach the internet from a host that has none, and against an emulator it would
-    leak a request to Google. It is skipped by answering "not required", the same way google-auth
-    itself skips it for other universes; `_make_copy` keeps this class, so scoped copies inherit it.
+    Before a request google-auth may start a background GET of iamcredentials.googleapis.com's
+    allowedLocations (`before_request` -> `_after_refresh` ->
+    `_maybe_start_regional_access_boundary_refresh`): by default on 2.62, and on 2.63 and later
+    whenever `GOOGLE_SDK_EXPERIMENTAL_PYTHON_REGIONAL_ACCESS_BOUNDARY_LOOKUP_ENABLED` is truthy,
+    which an operator may set for other Google clients on the same host. Releases without the
+    lookup never call this method. pyproject allows all of these (google-auth>=2.40,<3), so the
+    override stays: nothing here needs the boundary, the host may have no internet, and against an
+    emulator it would leak a request to Google. It is skipped by answering "not required", as
+    google-auth does itself for other universes; `_make_copy` keeps this class, so scoped copies
+    inherit it. tests/test_google_sheets.py shows no request leaves with the variable set or unset;
+    tests/test_sheets_emulator.py fails if google-auth renames the hook.
     """
 
     def _is_regional_access_boundary_lookup_required(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -13,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from google.auth.transport.requests import AuthorizedSession
+from google.oauth2 import service_account
 from gspread.exceptions import APIError
 from pydantic import ValidationError
 from structlog.testing import capture_logs
@@ -27,12 +30,13 @@ from sinks.dry_run import DryRunConfig, DryRunSink
 from sources import SOURCE_TYPES
 from sources.base import SourceContext, StatusUpdate
 from sources.google_sheets import GoogleSheetsConfig, GoogleSheetsSource
-from sources.sheets_client import retry_after
+from sources.sheets_client import SCOPES, retry_after
 from tests.emulators.base import Fault
 from tests.emulators.keys import service_account_file
 from tests.emulators.server import EmulatorServer
 from tests.emulators.sheets import SheetsEmulator
 from tests.helpers import MemoryNotes, ro_mobile
+from tests.recording_proxy import RecordingProxy, settle
 
 SID = "1SheetKey_abc-123"
 TAB = "Orders"
@@ -493,6 +497,69 @@ async def test_a_renamed_worksheet_is_reopened(
     await s.source.poll()
     assert emulator.values(SID, "Renamed")[2][STATUS_COL - 1] == expected(2)
     assert emulator.counts["metadata"] == 2
+
+
+# -- nothing leaves for Google but the Sheets calls -------------------------------------------------
+# google-auth's Regional Access Boundary lookup would GET iamcredentials.googleapis.com on a thread of
+# its own: by default on 2.62, on 2.63+ whenever this variable is truthy. The product never wants it.
+
+BOUNDARY_LOOKUP = "GOOGLE_SDK_EXPERIMENTAL_PYTHON_REGIONAL_ACCESS_BOUNDARY_LOOKUP_ENABLED"
+
+
+@pytest.fixture
+def proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[RecordingProxy]:
+    """What would leave this machine goes to a proxy that records and refuses it; loopback stays direct."""
+    with RecordingProxy() as proxy:
+        for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+            monkeypatch.setenv(name, proxy.url)
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.setenv(name, "127.0.0.1,localhost")
+        for name in ("ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        yield proxy
+
+
+@pytest.mark.parametrize("lookup", ["true", None], ids=["lookup-enabled", "lookup-unset"])
+async def test_no_request_reaches_google_with_the_boundary_lookup_enabled_or_not(
+    tmp_path: Path, base_url: str, emulator: SheetsEmulator, proxy: RecordingProxy,
+    monkeypatch: pytest.MonkeyPatch, lookup: str | None,
+) -> None:
+    if lookup is None:
+        monkeypatch.delenv(BOUNDARY_LOOKUP, raising=False)
+    else:
+        monkeypatch.setenv(BOUNDARY_LOOKUP, lookup)
+    emulator.add_spreadsheet(SID, {TAB: sheet(2)})
+    s = Sheet(tmp_path, base_url, emulator)
+    before = set(threading.enumerate())
+    assert await s.source.poll() == 2
+    emulator.expire_tokens()  # a renewed token is another chance for google-auth to look up
+    emulator.set_cell(SID, TAB, 2, STATUS_COL, "")
+    assert await s.source.poll() == 1
+    await asyncio.get_running_loop().shutdown_default_executor()  # its idle workers never end by themselves
+    settle(before)
+    assert [line for line in proxy.requests if "iamcredentials" in line] == []
+    assert proxy.requests == []
+    assert emulator.counts["allowedLocations"] == 0
+    assert emulator.counts["token"] == 2 and s.statuses_by_key() == {"A-1": expected(1), "A-2": expected(2)}
+
+
+def test_google_auth_alone_would_reach_google_when_the_lookup_is_enabled(
+    tmp_path: Path, base_url: str, emulator: SheetsEmulator, proxy: RecordingProxy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the test above keeps out, seen through the same proxy with google-auth's own credentials."""
+    monkeypatch.setenv(BOUNDARY_LOOKUP, "true")
+    emulator.add_spreadsheet(SID, {TAB: sheet(1)})
+    key = service_account_file(tmp_path, f"{base_url}/token")
+    plain = service_account.Credentials.from_service_account_file(str(key), scopes=list(SCOPES))  # type: ignore[no-untyped-call]
+    before = set(threading.enumerate())
+    with AuthorizedSession(plain) as session:  # type: ignore[no-untyped-call]
+        assert session.get(f"{base_url}/v4/spreadsheets/{SID}", timeout=5).status_code == 200
+        settle(before)
+    # urllib3 tries a refused tunnel more than once; each try is the same CONNECT
+    tunnels = {tuple(line.split()[:2]) for line in proxy.requests}
+    assert tunnels == {("CONNECT", "iamcredentials.googleapis.com:443")}
+    assert emulator.counts["allowedLocations"] == 0
 
 
 # -- check, preview ---------------------------------------------------------------------------------

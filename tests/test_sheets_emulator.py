@@ -430,10 +430,22 @@ def test_counters(emulator: SheetsEmulator, gc: gspread.Client) -> None:
 
 
 # -- google-auth's Regional Access Boundary lookup ------------------------------------------------
+# google-auth 2.62 looks the boundary up by default; 2.63 only when this variable is truthy. These
+# tests turn it on, so they exercise the lookup itself whatever the installed default is.
+
+BOUNDARY_LOOKUP = "GOOGLE_SDK_EXPERIMENTAL_PYTHON_REGIONAL_ACCESS_BOUNDARY_LOOKUP_ENABLED"
+
+
+@pytest.fixture
+def lookup_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(BOUNDARY_LOOKUP, "true")
 
 
 def test_boundary_lookup_goes_to_google_unless_redirected(key_file: Path, url: str) -> None:
-    """Canary: if google-auth renames the hook, the product's override silently stops working."""
+    """Canary: if google-auth renames the hooks, the product's override silently stops working."""
+    # The product's `_OfflineCredentials` answers this one; the emulator's credentials the next.
+    hook = "_is_regional_access_boundary_lookup_required"
+    assert callable(getattr(service_account.Credentials, hook, None)), f"google-auth has no {hook} any more"
     plain = service_account.Credentials.from_service_account_file(str(key_file), scopes=[SCOPE])
     assert plain._build_regional_access_boundary_lookup_url().startswith(
         "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/"
@@ -442,6 +454,7 @@ def test_boundary_lookup_goes_to_google_unless_redirected(key_file: Path, url: s
     assert local._build_regional_access_boundary_lookup_url().startswith(f"{url}/v1/projects/-/")
 
 
+@pytest.mark.usefixtures("lookup_enabled")
 def test_boundary_lookup_reaches_the_emulator_in_the_background(
     emulator: SheetsEmulator, gc: gspread.Client
 ) -> None:
@@ -453,6 +466,7 @@ def test_boundary_lookup_reaches_the_emulator_in_the_background(
     assert emulator.counts["allowedLocations"] == 1
 
 
+@pytest.mark.usefixtures("lookup_enabled")
 def test_boundary_lookup_can_make_no_request(emulator: SheetsEmulator, key_file: Path, url: str) -> None:
     client = gspread_client(key_file, url, boundary_lookup=False)
     assert client.open_by_key(KEY).title == "Ops"

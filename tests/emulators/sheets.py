@@ -56,8 +56,10 @@ AuthorizedSession` subclass whose ``request()`` swaps that prefix for the emulat
 the key file's ``token_uri`` by itself. Set a timeout with ``client.set_timeout(...)``: gspread's
 default is none.
 
-google-auth 2.62's Regional Access Boundary ("trust boundary") lookup, which the product must
-keep off the network in tests: `google.auth.credentials.Credentials.before_request`, run by
+google-auth's Regional Access Boundary ("trust boundary") lookup (on by default in 2.62; from 2.63
+only when ``GOOGLE_SDK_EXPERIMENTAL_PYTHON_REGIONAL_ACCESS_BOUNDARY_LOOKUP_ENABLED`` is truthy, so
+tests of it set that), which the product must keep off the network:
+`google.auth.credentials.Credentials.before_request`, run by
 `AuthorizedSession.request` before EVERY request, calls ``_after_refresh``, which
 `CredentialsWithRegionalAccessBoundary` (a base of `google.oauth2.service_account.Credentials`)
 implements as ``_maybe_start_regional_access_boundary_refresh(request, url)``. Unless the URL's
