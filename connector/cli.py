@@ -60,8 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(problem, file=sys.stderr)
         return 1
     except ConnectorError as exc:
-        log.error("cannot start", error=str(exc))
-        print(f"cannot start: {exc}", file=sys.stderr)
+        # Once, on stderr: the console log would only say the same line again.
+        print(f"connector {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -16,7 +16,7 @@ from connector.errors import ConnectorError
 from connector.events import Record
 from connector.http import make_client
 from connector.ledger import State, open_ledger, sqlite_path
-from connector.rules import CompiledRule, compile_rules
+from connector.rules import CompiledRule
 from connector.runtime import Runtime, build_sinks, build_sources
 from connector.segments import count_segments, ro_credits
 from connector.status import stamp
@@ -77,7 +77,7 @@ def _offline_context(loaded: LoadedConfig) -> SourceContext:
 
 async def check(loaded: LoadedConfig, *, online: bool) -> int:
     config = loaded.config
-    rules = compile_rules(config.rules)
+    rules = loaded.rules
     failures = 0
     lines = [f"{loaded.path}: config is valid", f"  state    {config.state}"]
     async with make_client(8) as client:
@@ -88,7 +88,7 @@ async def check(loaded: LoadedConfig, *, online: bool) -> int:
             lines.append(f"  sink     {name} ({sink.type_name}): {summary}")
         sources = build_sources(loaded, _offline_context(loaded))
         for name, source in sources.items():
-            summary, ok = await _probe(source.check(), True, "source")
+            summary, ok = await _probe(source.check(online=online), True, "source")
             failures += not ok
             lines.append(f"  source   {name} ({source.type_name}): {summary}")
     for rule in rules:
@@ -125,7 +125,7 @@ async def _probe(check: object, enabled: bool, what: str) -> tuple[str, bool]:
 
 async def preview(loaded: LoadedConfig, only: Sequence[str] | None, limit: int) -> int:
     config = loaded.config
-    rules = compile_rules(config.rules)
+    rules = loaded.rules
     unknown = [name for name in only or () if name not in config.sources]
     if unknown:
         print(f"no source named {', '.join(unknown)} (sources: {', '.join(sorted(config.sources))})")

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from pydantic_core import ErrorDetails
 
 from connector.config import ConnectorConfig, KeyPath
+from connector.errors import lower_first
 
 
 @dataclass(frozen=True)
@@ -157,10 +158,3 @@ def _at(data: Any, path: KeyPath) -> Any:
         else:
             return None
     return data
-
-
-def lower_first(text: str) -> str:
-    # "Field required" -> "field required", but an acronym such as "URL ..." keeps its capitals.
-    if len(text) > 1 and text[0].isupper() and text[1].islower():
-        return text[0].lower() + text[1:]
-    return text

@@ -3,8 +3,8 @@
 The file goes YAML -> nodes (which keep the line of every key) -> plain data -> `${VAR}`
 interpolation -> pydantic. Each problem is located as `file:line key.path: message`: pydantic's
 error locations are walked back through the data to the nearest YAML key that exists. The rule
-cross-references and the template syntax are checked on the data too, so they are reported even
-when pydantic stops at field errors elsewhere.
+cross-references and the templates are checked on the data too, so they are reported even when
+pydantic stops at field errors elsewhere; with a valid file, the rules are compiled here, once.
 """
 
 from __future__ import annotations
@@ -16,15 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import yaml
 from dotenv import dotenv_values
-from jinja2.sandbox import SandboxedEnvironment
 from pydantic import ValidationError
 
 from connector.config import NAMES_ERROR, ConnectorConfig, KeyPath, keypath, unresolved_names
-from connector.config_errors import located, lower_first
-from connector.errors import ConfigError, ConfigProblem
+from connector.config_errors import located
+from connector.errors import ConfigError, ConfigProblem, lower_first
+from connector.rules import CompiledRule, RuleSyntaxError, compile_rule, text_problems
 from sources.webhook import WebhookConfig
 
 CONFIG_ENV = "CONNECTOR_CONFIG"
@@ -37,6 +36,7 @@ class LoadedConfig:
     path: Path  # the config file, absolute
     base_dir: Path  # its folder: relative paths in the config resolve against it
     warnings: list[ConfigProblem]  # legal but risky settings, located like errors
+    rules: tuple[CompiledRule, ...] = ()  # compiled once, when the file is loaded
 
 
 def default_config_path(cli_value: str | None, environ: Mapping[str, str] | None = None) -> Path:
@@ -56,11 +56,13 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> LoadedC
     data = _interpolate(data, (), env, doc)
     config = _validate(data, doc)
     _check_names(data, doc)
-    _check_templates(data, doc)
+    rules = _compile_rules(config, data, doc)
     if config is None or doc.problems:
         raise ConfigError(doc.sorted_problems())
     file = path.absolute()
-    return LoadedConfig(config=config, path=file, base_dir=file.parent, warnings=_warnings(config, doc))
+    return LoadedConfig(
+        config=config, path=file, base_dir=file.parent, warnings=_warnings(config, doc), rules=tuple(rules)
+    )
 
 
 @dataclass
@@ -301,32 +303,25 @@ def _check_names(data: dict[Any, Any], doc: _Document) -> None:
         doc.add(path, message)
 
 
-def _check_templates(data: dict[Any, Any], doc: _Document) -> None:
-    rules = data.get("rules")
-    if not isinstance(rules, list):
-        return
-    env = SandboxedEnvironment()
-    for i, rule in enumerate(rules):
-        if not isinstance(rule, dict):
-            continue
-        for key in ("when", "to", "message"):
-            text = rule.get(key)
-            if not isinstance(text, str):
-                continue
-            if key == "when" and not text.strip():
-                doc.add(("rules", i, key), "empty expression (leave `when` out to take every record)")
-                continue
-            try:
-                if key == "when":
-                    env.compile_expression(text)
-                else:
-                    env.parse(text)
-            except jinja2.TemplateSyntaxError as exc:
-                where = f" (line {exc.lineno} of the template)" if "\n" in text.strip() else ""
-                doc.add(
-                    ("rules", i, key),
-                    f"template syntax error: {lower_first(exc.message or str(exc))}{where}",
-                )
+def _compile_rules(
+    config: ConnectorConfig | None, data: dict[Any, Any], doc: _Document
+) -> list[CompiledRule]:
+    """Every rule compiled once, here, so that a template problem is a located config error for
+    `check`, `once` and `run` alike; with other errors in the file, the texts are still checked."""
+    if config is None:
+        rules = data.get("rules")
+        for i, rule in enumerate(rules if isinstance(rules, list) else []):
+            if isinstance(rule, dict):
+                for key, message in text_problems(rule):
+                    doc.add(("rules", i, key), message)
+        return []
+    compiled: list[CompiledRule] = []
+    for i, rule_config in enumerate(config.rules):
+        try:
+            compiled.append(compile_rule(rule_config))
+        except RuleSyntaxError as exc:
+            doc.add(("rules", i, exc.field), exc.message)
+    return compiled
 
 
 def _warnings(config: ConnectorConfig, doc: _Document) -> list[ConfigProblem]:

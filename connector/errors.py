@@ -49,3 +49,11 @@ class SinkError(ConnectorError):
 
 class AccountError(SinkError):
     pass
+
+
+def lower_first(text: str) -> str:
+    """A library's sentence as the tail of ours: "Field required" -> "field required"; an acronym
+    such as "URL ..." keeps its capitals."""
+    if len(text) > 1 and text[0].isupper() and text[1].islower():
+        return text[0].lower() + text[1:]
+    return text

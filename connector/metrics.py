@@ -55,7 +55,9 @@ class Metrics:
             registry=self.registry,
         )
         self.sink_paused = Gauge(
-            "connector_sink_paused", "1 while the sink is paused (account problem).", ["sink"],
+            "connector_sink_paused",
+            "1 while the sink is paused (account problem).",
+            ["sink"],
             registry=self.registry,
         )
 

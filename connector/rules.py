@@ -22,7 +22,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 
 from connector import phones
-from connector.errors import ConnectorError
+from connector.errors import ConnectorError, lower_first
 
 if TYPE_CHECKING:
     from connector.config import RuleConfig
@@ -240,6 +240,24 @@ def compile_rules(rules: Sequence[RuleConfig]) -> list[CompiledRule]:
     return [compile_rule(rule) for rule in rules]
 
 
+def text_problems(rule: Mapping[str, object]) -> list[tuple[str, str]]:
+    """(field, message) for every field of a rule as written (not yet validated) that does not
+    compile: the config loader reports them even when other parts of the file are invalid."""
+    problems: list[tuple[str, str]] = []
+    for name in ("when", "to", "message"):
+        text = rule.get(name)
+        if not isinstance(text, str):
+            continue
+        try:
+            if name == "when":
+                _compile_when(text)
+            else:
+                _compile_template(name, text)
+        except RuleSyntaxError as exc:
+            problems.append((exc.field, exc.message))
+    return problems
+
+
 _SEPARATOR = "\x1e"  # ASCII record separator: never typed in a template, rare in data (checked)
 
 
@@ -274,10 +292,10 @@ def _compile_when(source: str | None) -> TemplateExpression | None:
         return None
     stripped = source.strip()
     if not stripped:
-        raise RuleSyntaxError("when", "is empty: leave it out to take every record")
+        raise RuleSyntaxError("when", "empty expression (leave `when` out to take every record)")
     if stripped.startswith("{{") and stripped.endswith("}}"):
         raise RuleSyntaxError(
-            "when", "is an expression, written without {{ }}: e.g. row['Status'] == 'Confirmed'"
+            "when", "an expression is written without {{ }}: e.g. row['Status'] == 'Confirmed'"
         )
     try:
         _check_names("when", _parse_expression(source))
@@ -303,10 +321,10 @@ def _check_names(name: str, ast: nodes.Template) -> None:
     unknown = sorted(meta.find_undeclared_variables(ast) - _KNOWN_NAMES)
     if unknown:
         raise RuleSyntaxError(
-            name, f"unknown name {unknown[0]!r}: the record is `row`, e.g. row[{unknown[0]!r}]"
+            name, f"unknown name {unknown[0]!r} (the record is row, e.g. row[{unknown[0]!r}])"
         )
 
 
 def _syntax_message(exc: TemplateSyntaxError, source: str) -> str:
-    message = exc.message or "invalid syntax"
-    return f"{message} (line {exc.lineno})" if "\n" in source.strip() else message
+    message = f"template syntax error: {lower_first(exc.message or 'invalid syntax')}"
+    return f"{message} (line {exc.lineno} of the template)" if "\n" in source.strip() else message

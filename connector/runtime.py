@@ -25,7 +25,6 @@ from connector.engine import Engine
 from connector.errors import AccountError, ConfigError, ConfigProblem, SinkError
 from connector.http import make_client
 from connector.ledger import Entry, Ledger, open_ledger
-from connector.rules import compile_rules
 from connector.status import of_entry
 from sinks import SINK_TYPES
 from sinks.base import Sink
@@ -103,7 +102,7 @@ class Runtime:
         only_sources: Sequence[str] | None = None,
     ) -> Runtime:
         config = loaded.config
-        rules = compile_rules(config.rules)
+        rules = list(loaded.rules)
         connections = sum(getattr(s, "concurrency", 1) for s in config.sinks.values()) + 4
         ledger = await open_ledger(config.state, loaded.base_dir, str(loaded.path))
         client = make_client(connections, transport)

@@ -276,4 +276,3 @@ async def start_server(runtime: Runtime) -> HttpServer:
     server = HttpServer(app, config.host, config.port)
     await server.start()
     return server
-

@@ -77,6 +77,9 @@ class Source(abc.ABC):
     async def write_back(self, updates: Sequence[StatusUpdate]) -> None:  # noqa: B027 - optional hook
         """Statuses that changed after the batch was written (held messages sent later)."""
 
-    async def check(self) -> str:
-        """Prove the source can be read; a one-line summary. Raises SourceError when it cannot."""
+    async def check(self, *, online: bool = True) -> str:
+        """Prove the source can be read; a one-line summary. Raises SourceError when it cannot.
+
+        `online=False` (`connector check --offline`): check only what needs no network.
+        """
         return "ok"

@@ -457,7 +457,7 @@ class CsvFolderSource(Source):
                 while chunk := reader.next_chunk():
                     yield from (row.record for row in chunk if row.record is not None)
 
-    async def check(self) -> str:
+    async def check(self, *, online: bool = True) -> str:  # local either way
         return await asyncio.to_thread(self._check)
 
     def _check(self) -> str:

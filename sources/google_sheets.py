@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
@@ -45,10 +44,11 @@ from pydantic import field_validator, model_validator
 
 from connector.errors import SourceError
 from connector.events import Record
-from connector.status import is_resend, state_word
+from connector.status import is_resend
 from connector.types import STRICT, Duration
 from sources.base import Source, SourceConfigBase, SourceContext, StatusUpdate
-from sources.sheets_client import Block, Cell, Grid, SheetsClient, column_letter
+from sources.sheets_client import Cell, SheetsClient, column_letter, load_credentials
+from sources.sheets_table import SheetRow, Table, read_table, rows_by_number
 
 log = structlog.get_logger(__name__)
 
@@ -115,131 +115,6 @@ class GoogleSheetsConfig(SourceConfigBase):
         if self.every is not None and self.cron is not None:
             raise ValueError("give either `every` or `cron`, not both")
         return self
-
-
-# -- the sheet as read ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SheetRow:
-    number: int  # 1-based row in the sheet
-    origin: str
-    cell: str  # the status cell exactly as it stands
-    record: Record
-
-
-@dataclass(slots=True)
-class Table:
-    """One read of the worksheet: its layout and the rows that need the engine."""
-
-    grid: Grid
-    names: tuple[str, ...] = ()
-    status_col: int = 0  # 1-based; one past the used width when the column is missing
-    status_exists: bool = False
-    key_col: int = 0  # 1-based; 0 without key_column
-    due: list[SheetRow] = field(default_factory=list)
-    rows_by_origin: dict[str, list[int]] = field(default_factory=dict)  # every data row, for locating
-    duplicates: set[str] = field(default_factory=set)  # origins shared by rows with one key
-
-
-def _rows(block: Block) -> dict[int, list[str]]:
-    """Rows by sheet number, each padded on the left so that index 0 is column A."""
-    pad = [""] * (block.col - 1)
-    return {block.row + i: pad + cells for i, cells in enumerate(block.values)}
-
-
-def _fingerprint(cells: Sequence[str], status_index: int) -> str:
-    kept = [c for i, c in enumerate(cells) if i != status_index]
-    while kept and not kept[-1]:
-        kept.pop()
-    digest = hashlib.blake2b("\x1f".join(kept).encode("utf-8", "surrogatepass"), digest_size=12)
-    return digest.hexdigest()
-
-
-def _rows_text(numbers: Sequence[int]) -> str:
-    listed = [str(n) for n in numbers]
-    return listed[0] if len(listed) == 1 else f"{', '.join(listed[:-1])} and {listed[-1]}"
-
-
-def _header_names(cells: Sequence[str]) -> tuple[str, ...]:
-    names = tuple(cell.strip() or f"column {i}" for i, cell in enumerate(cells, start=1))
-    counts = Counter(names)
-    repeated = [name for name, count in counts.items() if count > 1]
-    if repeated:
-        raise SourceError(f"duplicate column {repeated[0]!r} in the header row")
-    return names
-
-
-def read_table(source: str, config: GoogleSheetsConfig, grid: Grid, block: Block) -> Table:
-    """The records of one read; only rows that need the engine become records."""
-    table = Table(grid)
-    rows = _rows(block)
-    header_cells = rows.get(config.header_row, [])
-    data = {n: cells for n, cells in rows.items() if n > config.header_row and any(c.strip() for c in cells)}
-    if not any(c.strip() for c in header_cells):
-        if data:
-            raise SourceError(f"header row {config.header_row} of {grid.title!r} is empty")
-        return table  # an empty sheet: nothing to do
-    names = _header_names(header_cells)
-    key_index: int | None = None
-    if config.key_column is not None:
-        if config.key_column not in names:
-            raise SourceError(
-                f"key column {config.key_column!r} not in the header row of {grid.title!r}: "
-                + ", ".join(names)
-            )
-        key_index = names.index(config.key_column)
-        table.key_col = key_index + 1
-    table.names = names
-    table.status_exists = config.status_column in names
-    width = max([len(names), *(len(cells) for cells in data.values())])
-    status_index = names.index(config.status_column) if table.status_exists else width
-    table.status_col = status_index + 1
-    prefix = f"sheet:{grid.spreadsheet_id}:{grid.sheet_id}:"
-
-    keyed: dict[int, str] = {}
-    origins: dict[int, str] = {}
-    seen: Counter[str] = Counter()
-    rows_of_key: dict[str, list[int]] = defaultdict(list)
-    for number, cells in data.items():
-        key = cells[key_index].strip() if key_index is not None and key_index < len(cells) else ""
-        if key:
-            keyed[number] = key
-            rows_of_key[key].append(number)
-            origins[number] = f"{prefix}key:{key}"
-        else:
-            # Identical rows get an occurrence number: the same origin twice would look to the
-            # ledger like one record read twice, and both would be sent.
-            digest = _fingerprint(cells, status_index)
-            seen[digest] += 1
-            origins[number] = f"{prefix}row:{digest}" + (f"#{seen[digest]}" if seen[digest] > 1 else "")
-        table.rows_by_origin.setdefault(origins[number], []).append(number)
-
-    for number, cells in data.items():
-        cell = cells[status_index] if status_index < len(cells) else ""
-        status = cell.strip()
-        if status and not is_resend(status) and state_word(status) != "pending":
-            continue
-        problem: str | None = None
-        row_key = keyed.get(number)
-        if key_index is not None and row_key is None:
-            problem = f"empty key column {config.key_column!r}"
-        elif row_key is not None and len(rows_of_key[row_key]) > 1:
-            problem = f"duplicate key {row_key!r} (rows {_rows_text(rows_of_key[row_key])})"
-            table.duplicates.add(origins[number])
-        row = {name: (cells[i] if i < len(cells) else "") for i, name in enumerate(names)}
-        record = Record(
-            source=source,
-            row=row,
-            origin=origins[number],
-            key=row_key,
-            # `pending` goes to the engine as empty: the ledger answers how the send stands now.
-            status=status if is_resend(status) else "",
-            problem=problem,
-            where=f"{grid.title} row {number}",
-        )
-        table.due.append(SheetRow(number, origins[number], cell, record))
-    return table
 
 
 # -- the source -------------------------------------------------------------------------------------
@@ -430,7 +305,7 @@ class GoogleSheetsSource(Source):
         """One read of the key column: where each key is now."""
         letter = column_letter(key_col)
         located: dict[str, list[int]] = defaultdict(list)
-        for number, cells in _rows(self.client.read(f"{letter}:{letter}")).items():
+        for number, cells in rows_by_number(self.client.read(f"{letter}:{letter}")).items():
             key = cells[key_col - 1].strip() if len(cells) >= key_col else ""
             if number > self.config.header_row and key:
                 located[key_prefix + key].append(number)
@@ -453,8 +328,16 @@ class GoogleSheetsSource(Source):
     def preview(self) -> Iterator[Record]:
         yield from (row.record for row in self._read_table().due)
 
-    async def check(self) -> str:
-        return await self._blocking(self._check)
+    async def check(self, *, online: bool = True) -> str:
+        return await self._blocking(self._check if online else self._check_offline)
+
+    def _check_offline(self) -> str:
+        """The key file read and parsed here; nothing is asked of Google (`check --offline`)."""
+        if self.client.key_file is None:
+            raise SourceError("no credentials: set `credentials` or GOOGLE_APPLICATION_CREDENTIALS")
+        email = load_credentials(self.client.key_file).service_account_email
+        where = self.config.worksheet or "first worksheet"
+        return f"spreadsheet {self.config.spreadsheet} / {where}: key of {email} read; not opened (--offline)"
 
     def _check(self) -> str:
         grid = self.client.grid()

@@ -137,7 +137,7 @@ class WebhookSource(Source):
     def preview(self) -> Iterator[Record]:
         return iter(())
 
-    async def check(self) -> str:
+    async def check(self, *, online: bool = True) -> str:  # local either way
         return f"POST {self.path}, {self.config.describe_auth()}"
 
     async def deliver(self, headers: Mapping[str, str], body: bytes, accept: Accept) -> Answer:

@@ -342,6 +342,24 @@ ERROR_CASES: list[tuple[str, str, list[str]]] = [
         ["config.yaml:13 rules.0.when: template syntax error: unexpected 'end of template'"],
     ),
     (
+        "unknown name in a template",
+        BASE.replace("    to: \"{{ row['Phone'] }}\"", '    to: "{{ Phone }}"'),
+        ["config.yaml:11 rules.0.to: unknown name 'Phone' (the record is row, e.g. row['Phone'])"],
+    ),
+    (
+        "unknown filter in a template",
+        BASE.replace("    message: hi", "    message: \"{{ row['Name'] | shout }}\""),
+        ["config.yaml:12 rules.0.message: template syntax error: no filter named 'shout'."],
+    ),
+    (
+        "unknown name beside another error elsewhere",
+        BASE.replace("    path: inbox", "    path: inbox\n    settle: soon").replace("message: hi", "message: '{{ Name }}'"),
+        [
+            "config.yaml:8 sources.erp.settle: 'soon' is not a duration: write it as 500ms, 2s, 5m, 1h or 7d",
+            "config.yaml:13 rules.0.message: unknown name 'Name' (the record is row, e.g. row['Name'])",
+        ],
+    ),
+    (
         "template syntax error on a later line of a block text",
         BASE.replace("    message: hi", "    message: |\n      Hi,\n      {% if %}"),
         [

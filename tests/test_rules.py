@@ -262,41 +262,61 @@ def test_evaluate(
 
 
 SYNTAX = [
-    # id, overrides, field, message
-    ("unclosed subscript", {"message": "Hi {{ row['Name' }}"}, "message", "unexpected '}', expected ']'"),
+    # id, overrides, field, message: the very text `connector check` prints after `rules.N.field: `
+    (
+        "unclosed subscript",
+        {"message": "Hi {{ row['Name' }}"},
+        "message",
+        "template syntax error: unexpected '}', expected ']'",
+    ),
     (
         "unclosed tag",
         {"to": "{{ row.Phone"},
         "to",
-        "unexpected end of template, expected 'end of print statement'.",
+        "template syntax error: unexpected end of template, expected 'end of print statement'.",
     ),
-    ("dangling operator", {"when": "row['Status'] =="}, "when", "unexpected 'end of template'"),
-    ("trailing text", {"when": "row['a'] row['b']"}, "when", "unexpected text after the expression"),
+    (
+        "dangling operator",
+        {"when": "row['Status'] =="},
+        "when",
+        "template syntax error: unexpected 'end of template'",
+    ),
+    (
+        "trailing text",
+        {"when": "row['a'] row['b']"},
+        "when",
+        "template syntax error: unexpected text after the expression",
+    ),
     (
         "braces in when",
         {"when": "{{ row['Status'] == 'x' }}"},
         "when",
-        "is an expression, written without {{ }}: e.g. row['Status'] == 'Confirmed'",
+        "an expression is written without {{ }}: e.g. row['Status'] == 'Confirmed'",
     ),
-    ("empty when", {"when": ""}, "when", "is empty: leave it out to take every record"),
-    ("unknown filter", {"to": "{{ row.Phone | nosuchfilter }}"}, "to", "No filter named 'nosuchfilter'."),
+    ("empty when", {"when": ""}, "when", "empty expression (leave `when` out to take every record)"),
+    (
+        "unknown filter",
+        {"to": "{{ row.Phone | nosuchfilter }}"},
+        "to",
+        "template syntax error: no filter named 'nosuchfilter'.",
+    ),
     (
         "bare field name",
         {"message": "Hi {{ Name }}"},
         "message",
-        "unknown name 'Name': the record is `row`, e.g. row['Name']",
+        "unknown name 'Name' (the record is row, e.g. row['Name'])",
     ),
     (
         "bare name in when",
         {"when": "Status == 'x'"},
         "when",
-        "unknown name 'Status': the record is `row`, e.g. row['Status']",
+        "unknown name 'Status' (the record is row, e.g. row['Status'])",
     ),
     (
         "multi-line template names the line",
         {"message": "Hi,\n{{ row['Name' }}\nBye"},
         "message",
-        "unexpected '}', expected ']' (line 2)",
+        "template syntax error: unexpected '}', expected ']' (line 2 of the template)",
     ),
 ]
 

@@ -155,3 +155,23 @@ def test_check_names_a_spreadsheet_that_cannot_be_opened(
     assert "1 source(s)/sink(s) cannot be used" in checked.stdout
     assert "Traceback" not in checked.stderr
     assert emulator.writes == []
+
+
+def test_check_offline_reads_the_key_file_and_asks_google_nothing(
+    tmp_path: Path, emulator: SheetsEmulator, url: str
+) -> None:
+    write_config(tmp_path, url)
+    emulator.reset_counts()
+    checked = connector("check", "--offline", "-c", "config.yaml", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert (
+        f"source   orders (google_sheets): spreadsheet {SID} / {TAB}: key of "
+        "connector@test-project.iam.gserviceaccount.com read; not opened (--offline)"
+    ) in checked.stdout
+    assert +emulator.counts == {}  # not even a token
+
+    (tmp_path / "keys").rename(tmp_path / "moved")  # a key file that is not there fails offline too
+    missing = connector("check", "--offline", "-c", "config.yaml", cwd=tmp_path)
+    assert missing.returncode == 1
+    assert "UNUSABLE source: credentials" in missing.stdout and "cannot be read" in missing.stdout
+    assert +emulator.counts == {}
