@@ -17,16 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import stat
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeAlias
 
 import structlog
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from connector.errors import SourceError
@@ -43,11 +40,11 @@ from sources.csv_files import (
     file_identity,
     free_names,
     inspect,
-    is_candidate,
     reason_name,
     results_name,
     rewrite_statuses,
 )
+from sources.csv_watch import FolderEvents, Settling
 
 log = structlog.get_logger(__name__)
 
@@ -63,33 +60,6 @@ class CsvFolderConfig(SourceConfigBase):
     key_column: str | None = None
     status_column: str = "SMS Status"
     rescan: Duration = 60.0  # safety net beside watchdog events (network shares can miss them)
-
-
-@dataclass(slots=True)
-class _Seen:
-    size: int
-    mtime_ns: int
-    since: float  # monotonic time from which the file is known to have stood still
-
-
-class _Events(FileSystemEventHandler):
-    """Runs on watchdog's thread: only hands paths over to the event loop."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, source: CsvFolderSource) -> None:
-        self._loop = loop
-        self._source = source
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.is_directory:
-            return
-        if event.event_type in ("created", "modified", "closed"):
-            path = event.src_path
-        elif event.event_type == "moved":
-            path = event.dest_path
-        else:
-            return
-        with contextlib.suppress(RuntimeError):  # the loop closed while watchdog still delivered
-            self._loop.call_soon_threadsafe(self._source.notice, os.fsdecode(path))
 
 
 class CsvFolderSource(Source):
@@ -108,8 +78,7 @@ class CsvFolderSource(Source):
         self.processed = self.folder / "processed"
         self.failed = self.folder / "failed"
         self._scope = f"csv:{name}"
-        self._seen: dict[Path, _Seen] = {}
-        self._stuck: dict[Path, tuple[int, int]] = {}  # could not even be moved to failed/: wait for a change
+        self._files = Settling(self.folder, config.pattern, config.settle)
         self._busy: set[Path] = set()
         self._wake = asyncio.Event()
         self._active: str | None = None  # file id in hand; its status updates wait for its results file
@@ -121,7 +90,8 @@ class CsvFolderSource(Source):
     async def run(self) -> None:
         self._prepare()
         observer = Observer()
-        observer.schedule(_Events(asyncio.get_running_loop(), self), str(self.folder), recursive=False)
+        events = FolderEvents(asyncio.get_running_loop(), self.notice)
+        observer.schedule(events, str(self.folder), recursive=False)
         observer.start()
         log.info("csv folder watched", source=self.name, folder=str(self.folder))
         try:
@@ -129,7 +99,7 @@ class CsvFolderSource(Source):
             next_scan = time.monotonic() + self.config.rescan
             while not self.ctx.stopping.is_set():
                 self._wake.clear()  # before looking, so an event that lands meanwhile is not slept through
-                ready, next_at = self._settled()
+                ready, next_at = self._files.settled()
                 for path in ready:
                     if self.ctx.stopping.is_set():
                         break
@@ -151,8 +121,8 @@ class CsvFolderSource(Source):
         waited for (a cron job must not block on an ERP that is still writing)."""
         self._prepare()
         self._scan()
-        ready, _ = self._settled()
-        young = sorted(path.name for path in self._seen if path not in ready)
+        ready, _ = self._files.settled()
+        young = self._files.young(ready)
         if young:
             log.info(
                 "csv files not settled yet; left for the next pass",
@@ -172,70 +142,22 @@ class CsvFolderSource(Source):
     def notice(self, path_text: str) -> None:
         """A watchdog event about `path_text` (called on the loop)."""
         path = Path(path_text)
-        if path.parent == self.folder and is_candidate(path.name, self.config.pattern):
-            self._observe(path)
+        if self._files.wants(path):
+            self._files.observe(path)
             self._wake.set()
 
     def _scan(self) -> None:
         log.debug("csv folder scan", source=self.name)
         try:
-            names = self._waiting()
+            names = self._files.names()
         except OSError as e:
             error = str(e)
         else:
             for name in names:
-                if self.folder / name not in self._seen:
-                    self._observe(self.folder / name)
+                if self.folder / name not in self._files:
+                    self._files.observe(self.folder / name)
             return
         log.error("csv folder cannot be listed", source=self.name, folder=str(self.folder), error=error)
-
-    def _waiting(self) -> list[str]:
-        """Names of the files in the folder that match, in order."""
-        with os.scandir(self.folder) as entries:
-            return sorted(
-                e.name for e in entries if e.is_file() and is_candidate(e.name, self.config.pattern)
-            )
-
-    def _observe(self, path: Path) -> None:
-        """Record the file's size and mtime; any change restarts its quiet time."""
-        try:
-            st = path.stat()
-        except OSError:
-            self._seen.pop(path, None)
-            return
-        if not stat.S_ISREG(st.st_mode):
-            return
-        seen = self._seen.get(path)
-        if seen is not None and (seen.size, seen.mtime_ns) == (st.st_size, st.st_mtime_ns):
-            return
-        now = time.monotonic()
-        since = now
-        if seen is None:
-            # First sight: a file whose mtime is already old has stood still that long, so files found
-            # at start-up are not held back. Capped at `settle`, so a clock skew costs at most that.
-            age = time.time() - st.st_mtime_ns / 1e9
-            since = now - min(max(age, 0.0), self.config.settle)
-        self._seen[path] = _Seen(st.st_size, st.st_mtime_ns, since)
-
-    def _settled(self) -> tuple[list[Path], float | None]:
-        """Files quiet for `settle` now, and when the next one will be (re-stat'ed: events can be lost)."""
-        now = time.monotonic()
-        ready: list[Path] = []
-        next_at: float | None = None
-        for path in list(self._seen):
-            self._observe(path)
-            seen = self._seen.get(path)
-            if seen is None:
-                continue
-            if self._stuck.get(path) == (seen.size, seen.mtime_ns):
-                del self._seen[path]
-                continue
-            at = seen.since + self.config.settle
-            if at <= now:
-                ready.append(path)
-            else:
-                next_at = at if next_at is None else min(next_at, at)
-        return sorted(ready), next_at
 
     async def _sleep(self, seconds: float) -> None:
         """Until `seconds` pass, a watchdog event arrives or the source is asked to stop."""
@@ -257,7 +179,7 @@ class CsvFolderSource(Source):
 
     async def _take(self, path: Path) -> bool:
         """Process one file; False when it had to stay in the inbox because of an error."""
-        self._seen.pop(path, None)  # re-found by an event or the next rescan if it stays
+        self._files.forget(path)
         if path in self._busy:
             return True
         self._busy.add(path)
@@ -390,12 +312,12 @@ class CsvFolderSource(Source):
         except OSError as e:
             error = str(e)
         else:
-            self._stuck.pop(path, None)
+            self._files.unstuck(path)
             log.warning("csv file moved to failed/", source=self.name, file=path.name, reason=reason)
             return
         with contextlib.suppress(OSError):
             note.unlink()
-        self._stuck[path] = (st.st_size, st.st_mtime_ns)
+        self._files.stuck(path, st)
         log.error(
             "csv file unreadable and cannot be moved to failed/; left until it changes",
             source=self.name,
@@ -440,7 +362,7 @@ class CsvFolderSource(Source):
     def preview(self) -> Iterator[Record]:
         if not self.folder.is_dir():
             return
-        for name in self._waiting():
+        for name in self._files.names():
             path = self.folder / name
             try:
                 file_id = file_identity(name, path.stat())
@@ -472,7 +394,7 @@ class CsvFolderSource(Source):
             raise SourceError(f"{shown} is not a folder")
         if not os.access(self.folder, os.W_OK | os.X_OK):
             raise SourceError(f"{shown} is not writable")
-        waiting = len(self._waiting())
+        waiting = len(self._files.names())
         return f"{shown}: {waiting} file{'' if waiting == 1 else 's'} waiting"
 
 
