@@ -78,7 +78,7 @@ class CsvFolderSource(Source):
         self.processed = self.folder / "processed"
         self.failed = self.folder / "failed"
         self._scope = f"csv:{name}"
-        self._files = Settling(self.folder, config.pattern, config.settle)
+        self._files = Settling(self.folder, lambda: self.config)
         self._busy: set[Path] = set()
         self._wake = asyncio.Event()
         self._active: str | None = None  # file id in hand; its status updates wait for its results file

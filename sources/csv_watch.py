@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
@@ -28,13 +29,19 @@ class _Seen:
     since: float  # monotonic time from which the file is known to have stood still
 
 
+class WatchSettings(Protocol):
+    @property
+    def pattern(self) -> str: ...
+    @property
+    def settle(self) -> float: ...
+
+
 class Settling:
     """The candidate files of one folder and how long each has stood still."""
 
-    def __init__(self, folder: Path, pattern: str, settle: float) -> None:
+    def __init__(self, folder: Path, settings: Callable[[], WatchSettings]) -> None:
         self.folder = folder
-        self.pattern = pattern
-        self.settle = settle
+        self._settings = settings  # read at each look: the source's config as it is now
         self._seen: dict[Path, _Seen] = {}
         self._stuck: dict[Path, tuple[int, int]] = {}  # could not even be moved to failed/
 
@@ -47,10 +54,11 @@ class Settling:
     def names(self) -> list[str]:
         """Names of the files in the folder that match, in order (OSError when it cannot be listed)."""
         with os.scandir(self.folder) as entries:
-            return sorted(e.name for e in entries if e.is_file() and is_candidate(e.name, self.pattern))
+            pattern = self._settings().pattern
+            return sorted(e.name for e in entries if e.is_file() and is_candidate(e.name, pattern))
 
     def wants(self, path: Path) -> bool:
-        return path.parent == self.folder and is_candidate(path.name, self.pattern)
+        return path.parent == self.folder and is_candidate(path.name, self._settings().pattern)
 
     def observe(self, path: Path) -> None:
         """Record the file's size and mtime; any change restarts its quiet time."""
@@ -70,12 +78,13 @@ class Settling:
             # First sight: a file whose mtime is already old has stood still that long, so files found
             # at start-up are not held back. Capped at `settle`, so a clock skew costs at most that.
             age = time.time() - st.st_mtime_ns / 1e9
-            since = now - min(max(age, 0.0), self.settle)
+            since = now - min(max(age, 0.0), self._settings().settle)
         self._seen[path] = _Seen(st.st_size, st.st_mtime_ns, since)
 
     def settled(self) -> tuple[list[Path], float | None]:
         """Files quiet for `settle` now, and when the next one will be (re-stat'ed: events can be lost)."""
         now = time.monotonic()
+        settle = self._settings().settle
         ready: list[Path] = []
         next_at: float | None = None
         for path in list(self._seen):
@@ -86,7 +95,7 @@ class Settling:
             if self._stuck.get(path) == (seen.size, seen.mtime_ns):
                 del self._seen[path]
                 continue
-            at = seen.since + self.settle
+            at = seen.since + settle
             if at <= now:
                 ready.append(path)
             else:
