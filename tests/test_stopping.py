@@ -181,3 +181,23 @@ def _healthy(base: str) -> bool:
         return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_sigterm_stops_a_once_pass_the_same_way(tmp_path: Path) -> None:
+    rows = 200
+    emulator = RoEmulator(token=TOKEN, latency=0.5)
+    with EmulatorServer(emulator) as url:
+        ro_config(tmp_path, url, settle="0ms", concurrency=4, extra=f"shutdown_grace: {GRACE:g}s\n")
+        write_orders(tmp_path / "inbox" / "orders.csv", rows)
+        process = start_connector("once", "-c", "config.yaml", cwd=tmp_path, log=tmp_path / "once.log")
+        try:
+            wait_for(lambda: len(emulator.accepted) >= 4, what="the first sends")
+        finally:
+            sigterm(process)
+        taken = len(emulator.accepted)
+        assert states(tmp_path) == Counter({("sent", ""): taken, ("pending", STOPPED): rows - taken})
+        emulator.latency = 0.0
+        again = connector("once", "-c", "config.yaml", cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+    assert len(emulator.accepted) == rows
+    assert max(Counter(m["to"] for m in emulator.accepted).values()) == 1
