@@ -353,7 +353,9 @@ ERROR_CASES: list[tuple[str, str, list[str]]] = [
     ),
     (
         "unknown name beside another error elsewhere",
-        BASE.replace("    path: inbox", "    path: inbox\n    settle: soon").replace("message: hi", "message: '{{ Name }}'"),
+        BASE.replace("    path: inbox", "    path: inbox\n    settle: soon").replace(
+            "message: hi", "message: '{{ Name }}'"
+        ),
         [
             "config.yaml:8 sources.erp.settle: 'soon' is not a duration: write it as 500ms, 2s, 5m, 1h or 7d",
             "config.yaml:13 rules.0.message: unknown name 'Name' (the record is row, e.g. row['Name'])",
