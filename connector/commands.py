@@ -18,7 +18,7 @@ from connector.http import make_client
 from connector.ledger import State, open_ledger, sqlite_path
 from connector.rules import CompiledRule
 from connector.runtime import Runtime, build_sinks, build_sources
-from connector.segments import count_segments, ro_credits
+from connector.segments import count_segments
 from connector.status import stamp
 from sinks.base import Sink
 from sources.base import Source, SourceContext
@@ -166,11 +166,8 @@ def _preview_record(record: Record, rules: list[CompiledRule], sinks: Mapping[st
         info = count_segments(decision.text)
         sink = sinks.get(rule.sink)
         recipient = sink.recipient(decision.to) if sink is not None else decision.to
-        cost = (
-            f", {ro_credits(decision.text)} RO credit(s)"
-            if sink is not None and sink.type_name == "robo_sms_ro"
-            else ""
-        )
+        price = sink.cost(decision.text) if sink is not None else None
+        cost = f", {price}" if price is not None else ""
         lines.append(
             f"{where}: rule {rule.name} -> {rule.sink} to {recipient}: {decision.text!r}\n"
             f"    {info.segments} segment(s) {info.encoding}, {info.characters} characters{cost}"

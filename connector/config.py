@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Collection, Mapping
-from typing import Literal, Self
+from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, Field
 
+from connector.rules import RuleConfig
 from connector.types import STRICT, Duration
 from sinks import SinkConfig
 from sources import SourceConfig
 
-SEVEN_DAYS = 7 * 86400.0
-
 KeyPath = tuple[str | int, ...]
-
-NAMES_ERROR = "unresolved_names"
-"""pydantic error type raised by ConnectorConfig when a rule names a missing source or sink."""
 
 
 class ServerConfig(BaseModel):
@@ -33,34 +28,6 @@ class LogConfig(BaseModel):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class RuleConfig(BaseModel):
-    model_config = STRICT
-    name: str = Field(min_length=1)
-    source: str | list[str]
-    when: str | None = None
-    to: str
-    country: str | None = None  # region for numbers written without a prefix, e.g. RO or PK
-    message: str
-    sink: str
-    dedupe_window: Duration = SEVEN_DAYS
-
-    @property
-    def sources(self) -> list[str]:
-        return [self.source] if isinstance(self.source, str) else list(self.source)
-
-    @field_validator("country")
-    @classmethod
-    def _known_region(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        import phonenumbers  # noqa: PLC0415 - heavy import kept out of the config module's import time
-
-        region = value.upper()
-        if region not in phonenumbers.SUPPORTED_REGIONS:
-            raise ValueError(f"{value!r} is not a country code that phone numbers know (use RO, PK, ...)")
-        return region
-
-
 class ConnectorConfig(BaseModel):
     model_config = STRICT
     state: str = "sqlite:///connector.db"
@@ -71,17 +38,6 @@ class ConnectorConfig(BaseModel):
     sinks: dict[str, SinkConfig] = Field(default_factory=dict)
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
     rules: list[RuleConfig] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _names_resolve(self) -> Self:
-        rules = [{"name": r.name, "source": r.source, "sink": r.sink} for r in self.rules]
-        problems = unresolved_names(rules, self.sources, self.sinks)
-        if problems:
-            # One error carrying every problem; the loader runs the same check on the raw data (so it
-            # reports these even when fields elsewhere fail) and drops this error by its type.
-            text = "\n".join(f"{keypath(path)}: {message}" for path, message in problems)
-            raise PydanticCustomError(NAMES_ERROR, "{problems}", {"problems": text})
-        return self
 
     def secrets(self) -> list[str]:
         found: list[str] = []
@@ -97,9 +53,9 @@ def unresolved_names(
 ) -> list[tuple[KeyPath, str]]:
     """Rules naming a missing source or sink, and duplicate rule names, as (key path, message).
 
-    Takes raw config data as well as validated models. The loader calls it on the parsed YAML, so
-    these are reported even when fields fail elsewhere (pydantic then skips model validators);
-    anything of the wrong shape is passed over here and left to the field errors.
+    The one cross-reference check. The loader runs it on the parsed YAML, so these are reported
+    even when fields fail elsewhere; anything of the wrong shape is passed over here and left to
+    the field errors.
     """
     if not isinstance(rules, list):
         return []

@@ -20,7 +20,7 @@ import yaml
 from dotenv import dotenv_values
 from pydantic import ValidationError
 
-from connector.config import NAMES_ERROR, ConnectorConfig, KeyPath, keypath, unresolved_names
+from connector.config import ConnectorConfig, KeyPath, keypath, unresolved_names
 from connector.config_errors import located
 from connector.errors import ConfigError, ConfigProblem, lower_first
 from connector.rules import CompiledRule, RuleSyntaxError, compile_rule, text_problems
@@ -286,8 +286,7 @@ def _validate(data: Any, doc: _Document) -> ConnectorConfig | None:
     try:
         return ConnectorConfig.model_validate(data)
     except ValidationError as exc:
-        errors = [e for e in exc.errors(include_url=False) if e["type"] != NAMES_ERROR]
-        for path, message in located(errors, data):
+        for path, message in located(exc.errors(include_url=False), data):
             doc.add(path, message)
         return None
 

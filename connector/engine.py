@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from connector.events import Message, Outcome, OutcomeKind, Record
+from connector.events import Event, Message, Outcome, OutcomeKind, Record
 from connector.ledger import Claim, ClaimResult, Entry, Ledger, State, Transition
 from connector.rules import CompiledRule
 from connector.status import failed, is_resend, of_duplicate, of_entry
@@ -50,16 +50,6 @@ class _Slot:
     status: str | None = None
     entry: Entry | None = None
     duplicate: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """What `accept` answers for one (record, rule): the ledger key is the event's id."""
-
-    id: str
-    rule: str
-    state: str  # a ledger state, or "skipped" for a duplicate
-    reason: str
 
 
 SendPlan = dict[str, list[tuple[_Slot, Entry]]]
@@ -148,7 +138,7 @@ class Engine:
                     continue
                 claims.append(self._claim(record, rule, decision.to, decision.text, decision.problem, now))
                 slots.append(_Slot(index, rule.name))
-        plan = await self._settle(slots, claims) if claims else {}
+        plan = await self._reserve(slots, claims) if claims else {}
         return statuses, slots, plan
 
     def _claim(
@@ -181,7 +171,7 @@ class Engine:
             failed=problem,
         )
 
-    async def _settle(self, slots: list[_Slot], claims: list[Claim]) -> SendPlan:
+    async def _reserve(self, slots: list[_Slot], claims: list[Claim]) -> SendPlan:
         """Claim, then reserve what to send before anything else runs on the loop."""
         answers = await self.ledger.claim(claims)
         plan: SendPlan = defaultdict(list)

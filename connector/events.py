@@ -27,6 +27,16 @@ class Record:
 
 
 @dataclass(frozen=True, slots=True)
+class Event:
+    """What `accept` answers for one (record, rule): the ledger key is the event's id."""
+
+    id: str
+    rule: str
+    state: str  # a ledger state, or "skipped" for a duplicate
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """One SMS to send. `id` is the ledger's idempotency key."""
 
@@ -34,6 +44,17 @@ class Message:
     to: str  # E.164, with the plus: +40740123456
     text: str
     meta: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """What one message costs at its provider, in the provider's own unit (RO credits, PK SMS)."""
+
+    amount: int
+    unit: str  # singular, e.g. "RO credit"
+
+    def __str__(self) -> str:
+        return f"{self.amount} {self.unit}(s)"
 
 
 class OutcomeKind(enum.Enum):

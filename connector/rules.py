@@ -13,21 +13,49 @@ import difflib
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, nodes
 from jinja2.environment import Template, TemplateExpression
 from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
+from pydantic import BaseModel, Field, field_validator
 
 from connector import phones
 from connector.errors import ConnectorError, lower_first
+from connector.types import STRICT, Duration
 
-if TYPE_CHECKING:
-    from connector.config import RuleConfig
-
+SEVEN_DAYS = 7 * 86400.0
 _REASON_LIMIT = 300  # a status cell is read by a person; a runaway message must not fill it
+
+
+class RuleConfig(BaseModel):
+    model_config = STRICT
+    name: str = Field(min_length=1)
+    source: str | list[str]
+    when: str | None = None
+    to: str
+    country: str | None = None  # region for numbers written without a prefix, e.g. RO or PK
+    message: str
+    sink: str
+    dedupe_window: Duration = SEVEN_DAYS
+
+    @property
+    def sources(self) -> list[str]:
+        return [self.source] if isinstance(self.source, str) else list(self.source)
+
+    @field_validator("country")
+    @classmethod
+    def _known_region(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        import phonenumbers  # noqa: PLC0415 - heavy import kept out of the config module's import time
+
+        region = value.upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"{value!r} is not a country code that phone numbers know (use RO, PK, ...)")
+        return region
 
 
 class RuleSyntaxError(ConnectorError):

@@ -13,7 +13,6 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -22,13 +21,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from connector.config_loader import LoadedConfig
 from connector.engine import Engine
-from connector.errors import AccountError, ConfigError, ConfigProblem, SinkError
+from connector.errors import AccountError, SinkError
 from connector.http import make_client
 from connector.ledger import Entry, Ledger, open_ledger
 from connector.status import of_entry
-from sinks import SINK_TYPES
+from sinks import REGISTERED as SINKS
 from sinks.base import Sink
-from sources import SOURCE_TYPES
+from sources import REGISTERED as SOURCES
 from sources.base import Source, SourceContext, StatusUpdate
 
 if TYPE_CHECKING:
@@ -41,43 +40,25 @@ WRITE_BACK_S = 5.0  # after the grace: for the last outcomes and statuses to be 
 
 
 def build_sinks(loaded: LoadedConfig, client: httpx.AsyncClient) -> dict[str, Sink]:
-    problems: list[ConfigProblem] = []
     sinks: dict[str, Sink] = {}
     for name, cfg in loaded.config.sinks.items():
-        sink_type = SINK_TYPES.get(cfg.type)
-        if sink_type is None:
-            problems.append(_unavailable(loaded, f"sinks.{name}.type", cfg.type))
-            continue
-        path = getattr(cfg, "path", None)
-        resolved = cfg
-        if isinstance(path, Path) and not path.is_absolute():
-            resolved = cfg.model_copy(update={"path": loaded.base_dir / path})
-        sinks[name] = sink_type(name, resolved, client)
-    if problems:
-        raise ConfigError(problems)
+        sink_type = _SINK_OF_MODEL[type(cfg)]  # validation only lets registered models through
+        sinks[name] = sink_type(name, cfg.resolved(loaded.base_dir), client)
     return sinks
 
 
 def build_sources(
     loaded: LoadedConfig, ctx: SourceContext, only: Sequence[str] | None = None
 ) -> dict[str, Source]:
-    problems: list[ConfigProblem] = []
     sources: dict[str, Source] = {}
     for name, cfg in loaded.config.sources.items():
-        if only and name not in only:
-            continue
-        source_type = SOURCE_TYPES.get(cfg.type)
-        if source_type is None:
-            problems.append(_unavailable(loaded, f"sources.{name}.type", cfg.type))
-            continue
-        sources[name] = source_type(name, cfg, ctx)
-    if problems:
-        raise ConfigError(problems)
+        if not only or name in only:
+            sources[name] = _SOURCE_OF_MODEL[type(cfg)](name, cfg, ctx)
     return sources
 
 
-def _unavailable(loaded: LoadedConfig, path: str, type_name: str) -> ConfigProblem:
-    return ConfigProblem(str(loaded.path), None, path, f"type {type_name!r} is not available in this version")
+_SINK_OF_MODEL = {sink.config_model: sink for sink in SINKS}
+_SOURCE_OF_MODEL = {source.config_model: source for source in SOURCES}
 
 
 @dataclass

@@ -29,7 +29,6 @@ _GSM_ALL = _GSM_BASIC | _GSM_EXTENSION
 
 GSM_SINGLE, GSM_PART = 160, 153
 UCS2_SINGLE, UCS2_PART = 70, 67
-RO_CHARACTERS_PER_CREDIT = 480  # robo-sms.com: "1 credit will be deducted for 480 characters"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,15 +54,6 @@ def count_segments(text: str) -> SegmentInfo:
     else:
         parts = _parts(units, UCS2_SINGLE, UCS2_PART)
     return SegmentInfo("UCS-2", units, parts)
-
-
-def ro_credits(text: str) -> int:
-    """Robo SMS (RO) credits for one recipient: 1 per started 480 characters, 0 for an empty text.
-
-    The provider document says "characters" without saying how it counts them; this counts Unicode
-    code points, which is what a person means by a character.
-    """
-    return math.ceil(len(text) / RO_CHARACTERS_PER_CREDIT)
 
 
 def _parts(units: int, single: int, part: int) -> int:

@@ -32,7 +32,7 @@ from connector.errors import ConnectorError
 from connector.ledger import Entry
 from connector.metrics import CONTENT_TYPE, Metrics
 from sinks.base import Sink
-from sources.webhook import Answer, WebhookSource
+from sources.webhook import Reply, WebhookSource
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -148,7 +148,7 @@ def _sink_state(sink: Sink) -> dict[str, str]:
     return {"state": "active", "reason": ""}
 
 
-def _respond(answer: Answer) -> Response:
+def _respond(answer: Reply) -> Response:
     return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers or None)
 
 

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, TypeAlias
 
-from pydantic import Field
+from connector.plugins import config_union, load
+from sinks.base import Sink, SinkConfigBase
 
-from sinks.base import Sink
-from sinks.dry_run import DryRunConfig, DryRunSink
-from sinks.robo_sms_pk import RoboSmsPkConfig, RoboSmsPkSink
-from sinks.robo_sms_ro import RoboSmsRoConfig, RoboSmsRoSink
+REGISTERED: tuple[type[Sink], ...] = load(
+    Sink,
+    "sinks.dry_run.DryRunSink",
+    "sinks.robo_sms_ro.RoboSmsRoSink",
+    "sinks.robo_sms_pk.RoboSmsPkSink",
+)
 
-SinkConfig = Annotated[DryRunConfig | RoboSmsRoConfig | RoboSmsPkConfig, Field(discriminator="type")]
+SINK_TYPES: dict[str, type[Sink]] = {sink.type_name: sink for sink in REGISTERED}
 
-SINK_TYPES: dict[str, type[Sink]] = {
-    DryRunSink.type_name: DryRunSink,
-    RoboSmsRoSink.type_name: RoboSmsRoSink,
-    RoboSmsPkSink.type_name: RoboSmsPkSink,
-}
+if TYPE_CHECKING:
+    SinkConfig: TypeAlias = SinkConfigBase
+else:  # one config model per sink, chosen by its `type`
+    SinkConfig = config_union([sink.config_model for sink in REGISTERED])

@@ -16,13 +16,15 @@ import abc
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Self
 
 import httpx
 import structlog
 from pydantic import BaseModel
 
-from connector.events import Message, Outcome
+from connector.events import Cost, Message, Outcome
+from connector.plugins import type_name_of
 
 SendingHook = Callable[[Sequence[Message]], Awaitable[None]]
 SettledHook = Callable[[Sequence[Message], Sequence[Outcome]], Awaitable[None]]
@@ -35,6 +37,10 @@ STOPPED = "the connector stopped before sending it; the next start sends it"
 class SinkConfigBase(BaseModel):
     """Fields every sink accepts."""
 
+    def resolved(self, base_dir: Path) -> Self:
+        """The config with its relative paths made absolute against the config file's folder."""
+        return self
+
     def secrets(self) -> list[str]:
         """Values that must never reach a log line."""
         return []
@@ -43,7 +49,7 @@ class SinkConfigBase(BaseModel):
 class Sink(abc.ABC):
     """One configured destination for messages."""
 
-    type_name: ClassVar[str]
+    type_name: ClassVar[str]  # from the config model's `type` Literal: written once, there
     config_model: ClassVar[type[SinkConfigBase]]
     # Pausing: an account problem (bad token, no credits, ...) holds every message for this sink
     # instead of failing them, and the pause grows while the problem lasts.
@@ -52,6 +58,13 @@ class Sink(abc.ABC):
     # Whether `check()` asks the provider about the account: then a paused sink is re-checked
     # before its held messages go again, instead of spending real sends as probes.
     checks_account: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        model = cls.__dict__.get("config_model")
+        name = type_name_of(model) if model is not None and "type_name" not in cls.__dict__ else None
+        if name is not None:
+            cls.type_name = name
 
     def __init__(self, name: str, config: Any, client: httpx.AsyncClient) -> None:
         self.name = name
@@ -83,6 +96,10 @@ class Sink(abc.ABC):
     def recipient(self, e164: str) -> str:
         """The number as this provider wants it written."""
         return e164
+
+    def cost(self, text: str) -> Cost | None:
+        """What one message of this text costs at the provider; None when it costs nothing."""
+        return None
 
     @property
     def paused(self) -> bool:

@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Literal, Self
 
 import httpx
 
@@ -21,9 +21,13 @@ class DryRunConfig(SinkConfigBase):
     type: Literal["dry_run"]
     path: Path | None = None  # where the outbox JSON lines go; none: only the ledger records it
 
+    def resolved(self, base_dir: Path) -> Self:
+        if self.path is None or self.path.is_absolute():
+            return self
+        return self.model_copy(update={"path": base_dir / self.path})
+
 
 class DryRunSink(Sink):
-    type_name = "dry_run"
     config_model = DryRunConfig
 
     def __init__(self, name: str, config: DryRunConfig, client: httpx.AsyncClient) -> None:

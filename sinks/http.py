@@ -41,8 +41,8 @@ from sinks.http_answers import (
     BY_STATUS,
     MAYBE_TAKEN,
     SERVER_ERRORS,
-    Answer,
     Kind,
+    OutcomeRow,
     Verdict,
     body_text,
     find_key,
@@ -59,9 +59,9 @@ __all__ = [  # the answer vocabulary is re-exported: provider modules import it 
     "BY_STATUS",
     "MAYBE_TAKEN",
     "SERVER_ERRORS",
-    "Answer",
     "HttpSink",
     "Kind",
+    "OutcomeRow",
     "Verdict",
     "backoff",
     "body_text",
@@ -184,7 +184,7 @@ class HttpSink(Sink):
 
     async def deliver(self, group: Sequence[Message], on_sending: SendingHook) -> list[Outcome]:
         """Outcomes for one group; a provider may override it to split a refused bulk group."""
-        return self.settle(group, await self.attempt(group, on_sending))
+        return self.outcomes_of(group, await self.attempt(group, on_sending))
 
     async def attempt(self, group: Sequence[Message], on_sending: SendingHook) -> Verdict:
         """Send `group` until its answer is final, or the retry time is spent."""
@@ -326,7 +326,7 @@ class HttpSink(Sink):
         self._paused_at = time.monotonic()
         super().pause(self.redact(reason))
 
-    def settle(self, group: Sequence[Message], verdict: Verdict) -> list[Outcome]:
+    def outcomes_of(self, group: Sequence[Message], verdict: Verdict) -> list[Outcome]:
         """One outcome per message of the group, in order."""
         verdicts = verdict.each if verdict.each is not None else (verdict,) * len(group)
         return [self._outcome(v) for v in verdicts]

@@ -21,7 +21,7 @@ MAYBE_TAKEN = ": the provider may have taken it"
 
 
 class Kind(enum.Enum):
-    """What one provider answer proves; `HttpSink.settle` turns it into outcomes."""
+    """What one provider answer proves; `HttpSink.outcomes_of` turns it into outcomes."""
 
     ACCEPTED = "accepted"  # taken -> sent
     REFUSED = "refused"  # this message will not go as it stands -> failed
@@ -42,7 +42,7 @@ class Verdict:
 
 
 @dataclass(frozen=True, slots=True)
-class Answer:
+class OutcomeRow:
     """One row of an outcome table: which answers it covers (status and/or words) and their meaning."""
 
     kind: Kind
@@ -60,18 +60,18 @@ class Answer:
 SERVER_ERRORS = range(500, 600)
 
 # Shared by the providers for answers that carry nothing more specific than their HTTP status.
-BY_STATUS: tuple[Answer, ...] = (
-    Answer(Kind.BUSY, "provider busy", statuses=(429, 503)),
-    Answer(Kind.AMBIGUOUS, "provider error", statuses=SERVER_ERRORS),
-    Answer(Kind.ACCOUNT, "credentials refused", statuses=(401, 403)),
-    Answer(Kind.ACCOUNT, "payment required", statuses=(402,)),
+BY_STATUS: tuple[OutcomeRow, ...] = (
+    OutcomeRow(Kind.BUSY, "provider busy", statuses=(429, 503)),
+    OutcomeRow(Kind.AMBIGUOUS, "provider error", statuses=SERVER_ERRORS),
+    OutcomeRow(Kind.ACCOUNT, "credentials refused", statuses=(401, 403)),
+    OutcomeRow(Kind.ACCOUNT, "payment required", statuses=(402,)),
     # Not followed on purpose: a redirected POST may lose its body; the url needs fixing.
-    Answer(Kind.ACCOUNT, "redirected elsewhere: check the sink's url", statuses=range(300, 400)),
-    Answer(Kind.REFUSED, "refused", statuses=range(400, 500)),
+    OutcomeRow(Kind.ACCOUNT, "redirected elsewhere: check the sink's url", statuses=range(300, 400)),
+    OutcomeRow(Kind.REFUSED, "refused", statuses=range(400, 500)),
 )
 
 
-def lookup(table: Sequence[Answer], response: httpx.Response) -> Verdict | None:
+def lookup(table: Sequence[OutcomeRow], response: httpx.Response) -> Verdict | None:
     """The verdict of the first row of `table` that covers this answer, with the body kept."""
     text = body_text(response)
     for row in table:

@@ -19,7 +19,8 @@ import structlog
 from pydantic import SecretStr
 
 from connector.errors import AccountError, SinkError
-from connector.events import Message, Outcome
+from connector.events import Cost, Message, Outcome
+from connector.segments import count_segments
 from connector.types import STRICT
 from sinks.base import SendingHook
 from sinks.http import (
@@ -51,7 +52,6 @@ class RoboSmsPkConfig(HttpSinkConfig):
 
 
 class RoboSmsPkSink(HttpSink):
-    type_name = "robo_sms_pk"
     config_model = RoboSmsPkConfig
     config: RoboSmsPkConfig
 
@@ -65,6 +65,9 @@ class RoboSmsPkSink(HttpSink):
         # 923001234567: E.164 without the plus. Numbers of other countries go as digits too: the
         # provider decides whether it can reach them.
         return e164.removeprefix("+")
+
+    def cost(self, text: str) -> Cost:
+        return Cost(count_segments(text).segments, "PK SMS")  # the balance is charged per SMS part
 
     def groups(self, messages: Sequence[Message]) -> list[list[int]]:
         if not self.config.bulk:
@@ -112,7 +115,7 @@ class RoboSmsPkSink(HttpSink):
             )
             alone = await asyncio.gather(*(HttpSink.deliver(self, [m], on_sending) for m in group))
             return [outcomes[0] for outcomes in alone]
-        return self.settle(group, verdict)
+        return self.outcomes_of(group, verdict)
 
     def classify(self, group: Sequence[Message], response: httpx.Response) -> Verdict:
         answers = _answers(response)

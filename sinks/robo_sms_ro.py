@@ -7,15 +7,16 @@ is kept in every reason.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import httpx
 from pydantic import SecretStr
 
-from connector.events import Message
+from connector.events import Cost, Message
 from connector.types import STRICT
-from sinks.http import SERVER_ERRORS, Answer, HttpSink, Kind, Verdict, find_key, json_body, lookup
+from sinks.http import SERVER_ERRORS, HttpSink, Kind, OutcomeRow, Verdict, find_key, json_body, lookup
 from sinks.http_config import HttpSinkConfig
 
 
@@ -28,13 +29,17 @@ class RoboSmsRoConfig(HttpSinkConfig):
 
 
 class RoboSmsRoSink(HttpSink):
-    type_name = "robo_sms_ro"
     config_model = RoboSmsRoConfig
     config: RoboSmsRoConfig
 
     # The provider's rules.
     chars_per_credit: ClassVar[int] = 480  # 1 credit per 480 characters, whatever the alphabet
     id_keys: ClassVar[tuple[str, ...]] = ("id", "message_id", "sms_id", "uuid")
+
+    def cost(self, text: str) -> Cost:
+        # The document says "characters" without saying how it counts them; code points are what a
+        # person means by a character. An empty text costs nothing.
+        return Cost(math.ceil(len(text) / self.chars_per_credit), "RO credit")
 
     def request(self, group: Sequence[Message]) -> httpx.Request:
         (message,) = group
@@ -72,18 +77,18 @@ def _says_error(body: Any) -> bool:
 # The outcome table, first match wins. The server errors come first: their text is a proxy's or a
 # crash's, not a documented answer. Within the words, order matters: the credits sentence also
 # says "number", the devices one "sms number".
-ANSWERS: tuple[Answer, ...] = (
-    Answer(Kind.BUSY, "provider busy", statuses=(429, 503)),
-    Answer(Kind.AMBIGUOUS, "provider error", statuses=SERVER_ERRORS),
-    Answer(Kind.ACCOUNT, "wrong token", statuses=(401, 403)),
-    Answer(Kind.ACCOUNT, "wrong token", words=("token", "unauthori", "authenticat")),
-    Answer(Kind.ACCOUNT, "not enough credits", words=("credit",)),
-    Answer(Kind.ACCOUNT, "no device can send it", words=("device", "remaining sms")),
-    Answer(Kind.ACCOUNT, "payment required", statuses=(402,)),
-    Answer(Kind.BUG, "request built wrong", words=("missing", "empty", "content type", "content-type")),
-    Answer(Kind.REFUSED, "invalid number", words=("invalid", "not valid", "phone", "number", "prefix")),
-    Answer(Kind.ACCOUNT, "redirected elsewhere: check the sink's url", statuses=range(300, 400)),
-    Answer(Kind.REFUSED, "refused", statuses=range(400, 500)),
-    Answer(Kind.REFUSED, "refused", statuses=range(200, 300)),  # a 2xx that says it failed
-    Answer(Kind.AMBIGUOUS, "unrecognised answer"),  # 1xx or beyond 599: cannot tell
+ANSWERS: tuple[OutcomeRow, ...] = (
+    OutcomeRow(Kind.BUSY, "provider busy", statuses=(429, 503)),
+    OutcomeRow(Kind.AMBIGUOUS, "provider error", statuses=SERVER_ERRORS),
+    OutcomeRow(Kind.ACCOUNT, "wrong token", statuses=(401, 403)),
+    OutcomeRow(Kind.ACCOUNT, "wrong token", words=("token", "unauthori", "authenticat")),
+    OutcomeRow(Kind.ACCOUNT, "not enough credits", words=("credit",)),
+    OutcomeRow(Kind.ACCOUNT, "no device can send it", words=("device", "remaining sms")),
+    OutcomeRow(Kind.ACCOUNT, "payment required", statuses=(402,)),
+    OutcomeRow(Kind.BUG, "request built wrong", words=("missing", "empty", "content type", "content-type")),
+    OutcomeRow(Kind.REFUSED, "invalid number", words=("invalid", "not valid", "phone", "number", "prefix")),
+    OutcomeRow(Kind.ACCOUNT, "redirected elsewhere: check the sink's url", statuses=range(300, 400)),
+    OutcomeRow(Kind.REFUSED, "refused", statuses=range(400, 500)),
+    OutcomeRow(Kind.REFUSED, "refused", statuses=range(200, 300)),  # a 2xx that says it failed
+    OutcomeRow(Kind.AMBIGUOUS, "unrecognised answer"),  # 1xx or beyond 599: cannot tell
 )

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, TypeAlias
 
-from pydantic import Field
+from connector.plugins import config_union, load
+from sources.base import Source, SourceConfigBase
 
-from sources.base import Source
-from sources.csv_folder import CsvFolderConfig, CsvFolderSource
-from sources.google_sheets import GoogleSheetsConfig, GoogleSheetsSource
-from sources.webhook import WebhookConfig, WebhookSource
+REGISTERED: tuple[type[Source], ...] = load(
+    Source,
+    "sources.csv_folder.CsvFolderSource",
+    "sources.google_sheets.GoogleSheetsSource",
+    "sources.webhook.WebhookSource",
+)
 
-SourceConfig = Annotated[CsvFolderConfig | GoogleSheetsConfig | WebhookConfig, Field(discriminator="type")]
+SOURCE_TYPES: dict[str, type[Source]] = {source.type_name: source for source in REGISTERED}
 
-SOURCE_TYPES: dict[str, type[Source]] = {
-    CsvFolderSource.type_name: CsvFolderSource,
-    GoogleSheetsSource.type_name: GoogleSheetsSource,
-    WebhookSource.type_name: WebhookSource,
-}
+if TYPE_CHECKING:
+    SourceConfig: TypeAlias = SourceConfigBase
+else:  # one config model per source, chosen by its `type`
+    SourceConfig = config_union([source.config_model for source in REGISTERED])

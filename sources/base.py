@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Protocol
 from pydantic import BaseModel
 
 from connector.events import Record
+from connector.plugins import type_name_of
 
 Process = Callable[[Sequence[Record]], Awaitable[list[str | None]]]
 
@@ -54,8 +55,15 @@ class SourceContext:
 
 
 class Source(abc.ABC):
-    type_name: ClassVar[str]
+    type_name: ClassVar[str]  # from the config model's `type` Literal: written once, there
     config_model: ClassVar[type[SourceConfigBase]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        model = cls.__dict__.get("config_model")
+        name = type_name_of(model) if model is not None and "type_name" not in cls.__dict__ else None
+        if name is not None:
+            cls.type_name = name
 
     def __init__(self, name: str, config: Any, ctx: SourceContext) -> None:
         self.name = name

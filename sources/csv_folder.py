@@ -63,7 +63,6 @@ class CsvFolderConfig(SourceConfigBase):
 
 
 class CsvFolderSource(Source):
-    type_name = "csv_folder"
     config_model = CsvFolderConfig
     config: CsvFolderConfig
 

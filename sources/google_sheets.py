@@ -130,7 +130,6 @@ class _Write:
 
 
 class GoogleSheetsSource(Source):
-    type_name = "google_sheets"
     config_model = GoogleSheetsConfig
     config: GoogleSheetsConfig
 

@@ -16,18 +16,15 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import Any, Literal, Self
 
 import structlog
 from pydantic import SecretStr, field_validator, model_validator
 
-from connector.events import Record
+from connector.events import Event, Record
 from connector.types import STRICT
 from sources.base import Source, SourceConfigBase, SourceContext
 from sources.webhook_auth import Check, Refused, open_check, signature_check, token_check
-
-if TYPE_CHECKING:
-    from connector.engine import Event
 
 log = structlog.get_logger(__name__)
 
@@ -36,7 +33,7 @@ MAX_ITEMS = 1000  # records in one delivery
 MAX_DELIVERY_ID = 256
 RESERVED_PATHS = ("/healthz", "/metrics", "/events", "/openapi.json")
 
-Accept = Callable[[Sequence[Record]], Awaitable[list[list["Event"]]]]
+Accept = Callable[[Sequence[Record]], Awaitable[list[list[Event]]]]
 
 
 class WebhookConfig(SourceConfigBase):
@@ -99,7 +96,7 @@ class WebhookConfig(SourceConfigBase):
 
 
 @dataclass(frozen=True, slots=True)
-class Answer:
+class Reply:
     """What the server sends back for one delivery; `records` counts what was newly taken in."""
 
     status: int
@@ -112,11 +109,10 @@ class Answer:
 class BadDelivery(Exception):
     def __init__(self, status: int, error: str, detail: str) -> None:
         super().__init__(detail)
-        self.answer = Answer(status, {"error": error, "detail": detail})
+        self.answer = Reply(status, {"error": error, "detail": detail})
 
 
 class WebhookSource(Source):
-    type_name = "webhook"
     config_model = WebhookConfig
 
     def __init__(self, name: str, config: WebhookConfig, ctx: SourceContext) -> None:
@@ -140,7 +136,7 @@ class WebhookSource(Source):
     async def check(self, *, online: bool = True) -> str:  # local either way
         return f"POST {self.path}, {self.config.describe_auth()}"
 
-    async def deliver(self, headers: Mapping[str, str], body: bytes, accept: Accept) -> Answer:
+    async def deliver(self, headers: Mapping[str, str], body: bytes, accept: Accept) -> Reply:
         """One delivery, start to answer. `headers` keys are lower case. Never raises for input."""
         try:
             self._check(headers, body)
@@ -148,7 +144,7 @@ class WebhookSource(Source):
             log.warning("webhook refused", source=self.name, status=exc.status, reason=exc.reason)
             error = "unauthorized" if exc.status == 401 else "bad_request"
             headers_out = {"www-authenticate": "Bearer"} if self.config.token is not None else {}
-            return Answer(exc.status, {"error": error, "detail": exc.reason}, headers=headers_out)
+            return Reply(exc.status, {"error": error, "detail": exc.reason}, headers=headers_out)
         try:
             delivery = delivery_id(headers, body)
             scope = f"webhook:{self.name}"
@@ -156,7 +152,7 @@ class WebhookSource(Source):
             if stored is not None:
                 first = json.loads(stored)
                 log.info("repeated delivery answered from the first", source=self.name, delivery=delivery)
-                return Answer(int(first["status"]), first["body"], replayed=True)
+                return Reply(int(first["status"]), first["body"], replayed=True)
             _require_json(headers)
             records = self.records(delivery, parse_body(body))
         except BadDelivery as exc:
@@ -168,7 +164,7 @@ class WebhookSource(Source):
             for index, per_record in enumerate(events)
             for e in per_record
         ]
-        answer = Answer(202, {"delivery": delivery, "records": len(records), "events": listed}, len(records))
+        answer = Reply(202, {"delivery": delivery, "records": len(records), "events": listed}, len(records))
         # Kept before it is given: a retry of this delivery must get this answer, not a second send.
         await self.ctx.notes.set_note(scope, delivery, json.dumps({"status": 202, "body": answer.body}))
         log.info("webhook accepted", source=self.name, delivery=delivery, records=len(records))

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import httpx
 import pytest
+from pydantic import SecretStr
 
-from connector.segments import SegmentInfo, count_segments, ro_credits
+from connector.events import Cost
+from connector.segments import SegmentInfo, count_segments
+from sinks.robo_sms_pk import RoboSmsPkConfig, RoboSmsPkSink
+from sinks.robo_sms_ro import RoboSmsRoConfig, RoboSmsRoSink
 
 EMOJI = "\U0001f600"  # two UTF-16 code units
 
@@ -55,5 +60,19 @@ def test_count_segments(text: str, expected: SegmentInfo) -> None:
         (EMOJI * 480, 1),
     ],
 )
-def test_ro_credits(text: str, credits: int) -> None:
-    assert ro_credits(text) == credits
+async def test_ro_credits(text: str, credits: int) -> None:
+    async with httpx.AsyncClient() as client:
+        sink = RoboSmsRoSink("ro", RoboSmsRoConfig(type="robo_sms_ro", token=SecretStr("t")), client)
+        assert sink.cost(text) == Cost(credits, "RO credit")
+
+
+async def test_pk_costs_one_sms_per_segment() -> None:
+    config = RoboSmsPkConfig(type="robo_sms_pk", email="ops@example.com", key=SecretStr("k"), mask="M")
+    async with httpx.AsyncClient() as client:
+        sink = RoboSmsPkSink("pk", config, client)
+        assert [sink.cost(t) for t in ("hi", "x" * 161, "ă" * 71)] == [
+            Cost(1, "PK SMS"),
+            Cost(2, "PK SMS"),
+            Cost(2, "PK SMS"),
+        ]
+        assert str(sink.cost("hi")) == "1 PK SMS(s)"

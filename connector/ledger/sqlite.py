@@ -91,7 +91,7 @@ class _Job(Generic[T]):
     loop: asyncio.AbstractEventLoop
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     if future.done():  # the caller was cancelled; the work is committed all the same
         return
     if error is not None:
@@ -178,7 +178,7 @@ class SqliteLedger(Ledger):
             log.error("ledger commit failed", error=str(exc), jobs=len(batch))
             answers = [(job, None, exc) for job in batch]
         for job, result, error in answers:
-            job.loop.call_soon_threadsafe(_settle, job.future, result, error)
+            job.loop.call_soon_threadsafe(_resolve, job.future, result, error)
 
     async def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
