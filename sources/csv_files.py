@@ -28,6 +28,7 @@ from typing import IO
 
 from connector.events import Record
 from sources.csv_text import BadFile, detect_encoding, excel_sep_line
+from sources.tabular import DuplicateColumn, column_names
 
 __all__ = [  # BadFile is raised in csv_text; csv_folder takes the whole file format from here
     "BadFile",
@@ -185,12 +186,11 @@ def inspect(path: Path, *, key_column: str | None, status_column: str) -> Layout
                 data_rows += 1
     if header is None:
         raise BadFile("empty file")
-    names = tuple(cell.strip() or f"column {i}" for i, cell in enumerate(header, start=1))
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise BadFile(f"duplicate column {name!r} in header")
-        seen.add(name)
+    try:
+        names = column_names(header)
+    except DuplicateColumn as e:
+        raise BadFile(str(e)) from None
+    seen = set(names)
     if key_column is not None and key_column not in seen:
         raise BadFile(f"key column {key_column!r} not in header: {', '.join(names)}")
     existing = status_column in seen

@@ -18,6 +18,7 @@ from connector.errors import SourceError
 from connector.events import Record
 from connector.status import is_resend, state_word
 from sources.sheets_client import Block, Grid
+from sources.tabular import column_names
 
 if TYPE_CHECKING:
     from sources.google_sheets import GoogleSheetsConfig
@@ -64,15 +65,6 @@ def _rows_text(numbers: Sequence[int]) -> str:
     return listed[0] if len(listed) == 1 else f"{', '.join(listed[:-1])} and {listed[-1]}"
 
 
-def _header_names(cells: Sequence[str]) -> tuple[str, ...]:
-    names = tuple(cell.strip() or f"column {i}" for i, cell in enumerate(cells, start=1))
-    counts = Counter(names)
-    repeated = [name for name, count in counts.items() if count > 1]
-    if repeated:
-        raise SourceError(f"duplicate column {repeated[0]!r} in the header row")
-    return names
-
-
 def read_table(source: str, config: GoogleSheetsConfig, grid: Grid, block: Block) -> Table:
     """The records of one read; only rows that need the engine become records."""
     table = Table(grid)
@@ -83,7 +75,7 @@ def read_table(source: str, config: GoogleSheetsConfig, grid: Grid, block: Block
         if data:
             raise SourceError(f"header row {config.header_row} of {grid.title!r} is empty")
         return table  # an empty sheet: nothing to do
-    names = _header_names(header_cells)
+    names = column_names(header_cells, "the header row")
     key_index: int | None = None
     if config.key_column is not None:
         if config.key_column not in names:
