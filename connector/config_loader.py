@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from connector.config import ConnectorConfig, KeyPath, keypath, unresolved_names
 from connector.config_errors import located
 from connector.errors import ConfigError, ConfigProblem, lower_first
+from connector.redact import Redactor
 from connector.rules import CompiledRule, RuleSyntaxError, compile_rule, text_problems
 from sources.webhook import WebhookConfig
 
@@ -100,12 +101,14 @@ class _Document:
 
     def _scrub(self, path: KeyPath, message: str) -> str:
         # Values that came from the environment may be secrets: show them as written in the file.
-        for where, pairs in self.substituted.items():
-            related = where[: len(path)] == path or path[: len(where)] == where
-            for value, written in pairs:
-                if value and (related or len(value) >= 8) and value in message:
-                    message = message.replace(value, written)
-        return message
+        # Short values only near their own key, or an ordinary word would be rewritten elsewhere.
+        shown_as = {
+            value: written
+            for where, pairs in self.substituted.items()
+            for value, written in pairs
+            if len(value) >= 8 or where[: len(path)] == path or path[: len(where)] == where
+        }
+        return Redactor(shown_as=shown_as).text(message) if shown_as else message
 
 
 # ---- reading and parsing ---------------------------------------------------------------------

@@ -5,43 +5,12 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable
-from typing import Any, Literal, TextIO
+from typing import Literal, TextIO
 
 import structlog
-from structlog.typing import EventDict, Processor, WrappedLogger
+from structlog.typing import Processor
 
-REDACTED = "***"
-# Field names whose values are secrets whatever they hold.
-SECRET_FIELDS = frozenset({"token", "secret", "password", "authorization", "api_key", "key_value"})
-
-
-class Redactor:
-    """Replaces every configured secret wherever it appears in an event, and secret-named fields."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
-
-    def _scrub(self, value: Any) -> Any:
-        if isinstance(value, str):
-            for secret in self.secrets:
-                if secret in value:
-                    value = value.replace(secret, REDACTED)
-            return value
-        if isinstance(value, dict):
-            return {
-                k: REDACTED if str(k).lower() in SECRET_FIELDS else self._scrub(v) for k, v in value.items()
-            }
-        if isinstance(value, list | tuple):
-            return type(value)(self._scrub(v) for v in value)
-        return value
-
-    def __call__(self, _logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
-        for name in list(event):
-            if name.lower() in SECRET_FIELDS:
-                event[name] = REDACTED
-            else:
-                event[name] = self._scrub(event[name])
-        return event
+from connector.redact import Redactor
 
 
 def configure(
@@ -71,7 +40,8 @@ def configure(
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         cache_logger_on_first_use=False,
     )
-    # Libraries' own logging (APScheduler, watchdog, httpx) goes through the same renderer and redactor.
+    # Libraries' own logging (APScheduler, watchdog, httpx, aiohttp) goes through the same renderer
+    # and the same redactor, URL-encoded secrets included.
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
@@ -84,7 +54,12 @@ def configure(
     root.setLevel(numeric)
     # httpx logs every request URL at INFO; PK's check-balance carries the key in its query.
     for noisy in ("httpx", "httpcore", "apscheduler", "watchdog", "aiohttp"):
-        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+        library = logging.getLogger(noisy)
+        library.setLevel(max(numeric, logging.WARNING))
+        # The record itself is scrubbed too, for any other handler; set again on every configure.
+        for old in [f for f in library.filters if isinstance(f, Redactor)]:
+            library.removeFilter(old)
+        library.addFilter(redactor)
     inotify = logging.getLogger("watchdog.observers.inotify")
     if not any(isinstance(f, _WatchdogStopRace) for f in inotify.filters):
         inotify.addFilter(_WatchdogStopRace())

@@ -24,18 +24,17 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-import logging
 import random
 import time
 from collections.abc import Sequence
 from typing import ClassVar
-from urllib.parse import quote, quote_plus
 
 import httpx
 import structlog
 from aiolimiter import AsyncLimiter
 
 from connector.events import Message, Outcome
+from connector.redact import Redactor
 from sinks.base import STOPPED, SendingHook, SettledHook, Sink
 from sinks.http_answers import (
     BY_STATUS,
@@ -88,30 +87,6 @@ def backoff(
     return (rng or random).uniform(0.0, ceiling)  # jitter, not cryptography
 
 
-class _RedactSecrets(logging.Filter):
-    """httpx logs every request's url at INFO, and a provider that wants its key in the query
-    string (Robo SMS Pakistan's check-balance) would put the key in the log."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.secrets: set[str] = set()
-
-    def add(self, secret: str) -> None:
-        self.secrets.update({secret, quote(secret, safe=""), quote_plus(secret)})
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        if any(secret in text for secret in self.secrets):
-            for secret in sorted(self.secrets, key=len, reverse=True):
-                text = text.replace(secret, "***")
-            record.msg, record.args = text, ()
-        return True
-
-
-_httpx_redaction = _RedactSecrets()
-logging.getLogger("httpx").addFilter(_httpx_redaction)
-
-
 class HttpSink(Sink):
     """Base of the provider sinks: subclasses say how to build a request and read its answer."""
 
@@ -135,9 +110,7 @@ class HttpSink(Sink):
         self._paused_at = 0.0
         self._on_wire: set[asyncio.Task[object]] = set()  # tasks awaiting an answer right now
         self._aborted = False
-        self._secrets = [s for s in config.secrets() if s]
-        for secret in self._secrets:
-            _httpx_redaction.add(secret)
+        self.redact = Redactor(config.secrets()).text  # for reasons: provider bodies may echo a key
 
     # -- for the provider modules -----------------------------------------------------------
 
@@ -152,11 +125,6 @@ class HttpSink(Sink):
     def groups(self, messages: Sequence[Message]) -> list[list[int]]:
         """Indexes of the messages that travel together; one request each by default."""
         return [[i] for i in range(len(messages))]
-
-    def redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
 
     # -- the machinery ----------------------------------------------------------------------
 

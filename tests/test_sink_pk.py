@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import socket
@@ -13,6 +14,7 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
+from connector import logs
 from connector.errors import AccountError, SinkError
 from connector.events import Message, OutcomeKind
 from sinks import SINK_TYPES
@@ -263,6 +265,8 @@ async def test_check_balance(client: httpx.AsyncClient) -> None:
 async def test_the_key_in_the_balance_url_never_reaches_httpx_logs(
     client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
+    logs.configure("json", "info", secrets=[KEY], stream=io.StringIO())  # as the CLI does, once
+    logging.getLogger().addHandler(caplog.handler)
     caplog.set_level(logging.INFO, logger="httpx")
     emulator = PkEmulator(email=EMAIL, key=KEY, mask=MASK)
     with EmulatorServer(emulator) as base:
