@@ -24,7 +24,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-import random
 import time
 from collections.abc import Sequence
 from typing import ClassVar
@@ -32,9 +31,11 @@ from typing import ClassVar
 import httpx
 import structlog
 from aiolimiter import AsyncLimiter
+from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_before_delay
 
 from connector.events import Message, Outcome
 from connector.redact import Redactor
+from connector.retry import Backoff, worth_repeating
 from sinks.base import STOPPED, SendingHook, SettledHook, Sink
 from sinks.http_answers import (
     BY_STATUS,
@@ -62,7 +63,6 @@ __all__ = [  # the answer vocabulary is re-exported: provider modules import it 
     "Kind",
     "OutcomeRow",
     "Verdict",
-    "backoff",
     "body_text",
     "find_key",
     "json_body",
@@ -74,17 +74,6 @@ __all__ = [  # the answer vocabulary is re-exported: provider modules import it 
 log = structlog.get_logger(__name__)
 
 ABORTED = "no answer before the shutdown grace ended" + MAYBE_TAKEN
-
-
-def backoff(
-    attempt: int, asked: float | None, *, first: float, longest: float, rng: random.Random | None = None
-) -> float:
-    """Seconds to wait before try `attempt + 1`: the provider's `Retry-After` if it gave one,
-    else exponential with full jitter (spreads the retries of many senders); never above `longest`."""
-    if asked is not None:
-        return min(asked, longest)
-    ceiling = min(longest, first * 2 ** (attempt - 1))
-    return (rng or random).uniform(0.0, ceiling)  # jitter, not cryptography
 
 
 class HttpSink(Sink):
@@ -155,37 +144,48 @@ class HttpSink(Sink):
         return self.outcomes_of(group, await self.attempt(group, on_sending))
 
     async def attempt(self, group: Sequence[Message], on_sending: SendingHook) -> Verdict:
-        """Send `group` until its answer is final, or the retry time is spent."""
-        began = time.monotonic()
-        tries = 0
-        maybe_taken = False
-        while True:
-            tries += 1
+        """Send `group` until its answer is final, or the retry time is spent (connector/retry.py)."""
+        kinds: list[Kind] = []  # of every try: an earlier ambiguous one may have been paid for
+
+        async def one_try() -> Verdict:
             verdict = await self._once(group, on_sending)
-            if not self._worth_retrying(verdict):
-                if maybe_taken and verdict.kind is Kind.PAUSED:
-                    return Verdict(Kind.AMBIGUOUS, f"{verdict.detail}; an earlier try may have been taken")
-                return verdict
-            maybe_taken = maybe_taken or verdict.kind is Kind.AMBIGUOUS
-            wait = backoff(tries, verdict.retry_after, first=self.first_wait, longest=self.longest_wait)
-            if time.monotonic() - began + wait > self.config.max_retry_time:
-                reason = f"provider unavailable: {verdict.detail} after {tries} attempts"
-                if not self.paused:  # the other groups of the batch give up too: one pause
-                    self.pause(reason)
-                if maybe_taken:
-                    return Verdict(Kind.AMBIGUOUS, f"{reason}; an earlier try may have been taken")
-                return Verdict(Kind.PAUSED, self.held_reason)
-            log.warning(
-                "provider busy, will retry",
-                sink=self.name,
-                reason=self.redact(verdict.detail),
-                attempt=tries,
-                wait_s=round(wait, 2),
-            )
-            await self._rest(wait)
+            kinds.append(verdict.kind)
+            return verdict
+
+        def give_up(state: RetryCallState) -> Verdict:
+            verdict: Verdict = state.outcome.result() if state.outcome is not None else Verdict(Kind.BUSY, "")
+            reason = f"provider unavailable: {verdict.detail} after {state.attempt_number} attempts"
+            if not self.paused:  # the other groups of the batch give up too: one pause
+                self.pause(reason)
+            if Kind.AMBIGUOUS in kinds:
+                return Verdict(Kind.AMBIGUOUS, f"{reason}; an earlier try may have been taken")
+            return Verdict(Kind.PAUSED, self.held_reason)
+
+        retrying = AsyncRetrying(
+            retry=retry_if_result(self._worth_retrying),
+            wait=Backoff(self.first_wait, self.longest_wait).wait_strategy(_asked_wait),
+            stop=stop_before_delay(self.config.max_retry_time),
+            sleep=self._rest,
+            before_sleep=self._log_retry,
+            retry_error_callback=give_up,
+        )
+        verdict: Verdict = await retrying(one_try)
+        if verdict.kind is Kind.PAUSED and Kind.AMBIGUOUS in kinds[:-1]:
+            return Verdict(Kind.AMBIGUOUS, f"{verdict.detail}; an earlier try may have been taken")
+        return verdict
 
     def _worth_retrying(self, verdict: Verdict) -> bool:
-        return verdict.kind is Kind.BUSY or (verdict.kind is Kind.AMBIGUOUS and self.config.retry_ambiguous)
+        return worth_repeating(verdict.proof, repeatable=self.config.retry_ambiguous)
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        verdict: Verdict | None = state.outcome.result() if state.outcome is not None else None
+        log.warning(
+            "provider busy, will retry",
+            sink=self.name,
+            reason=self.redact(verdict.detail if verdict is not None else ""),
+            attempt=state.attempt_number,
+            wait_s=round(state.upcoming_sleep, 2),
+        )
 
     async def _once(self, group: Sequence[Message], on_sending: SendingHook) -> Verdict:
         """One request: a slot, the provider's hold, a token; then send unless paused or stopping."""
@@ -304,6 +304,12 @@ class HttpSink(Sink):
         if verdict.kind is Kind.ACCOUNT:  # held because the sink paused: the status says so
             detail = f"sink {self.name} paused: {detail}"
         return _OUTCOMES[verdict.kind](detail)
+
+
+def _asked_wait(state: RetryCallState) -> float | None:
+    """The provider's Retry-After, carried by the verdict of the try that failed."""
+    verdict: Verdict | None = state.outcome.result() if state.outcome is not None else None
+    return verdict.retry_after if verdict is not None else None
 
 
 _OUTCOMES = {

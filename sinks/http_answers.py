@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from connector.retry import retry_after
+from connector.retry import Proof, retry_after
 from sinks.http_config import HttpSinkConfig
 
 REASON_LIMIT = 200  # characters of the provider's body kept in a reason
@@ -39,6 +39,14 @@ class Verdict:
     retry_after: float | None = None  # seconds the provider asked us to wait
     code: str | None = None  # the provider's own answer code, when it has them
     each: tuple[Verdict, ...] | None = None  # per message of a bulk group, when the answer says
+
+    @property
+    def proof(self) -> Proof:
+        """What this answer proves about the request, for the retry policy (connector/retry.py)."""
+        return _PROOF.get(self.kind, Proof.FINAL)
+
+
+_PROOF = {Kind.BUSY: Proof.NOT_DONE, Kind.AMBIGUOUS: Proof.MAYBE_DONE}
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,21 +3,19 @@
 Everything here blocks (gspread sits on `requests`); `sources.google_sheets` calls it through
 `asyncio.to_thread` only. One `SheetsClient` serves one source and is used by one thread at a time.
 
-Requests go through a `google.auth.transport.requests.AuthorizedSession` that rewrites gspread's
-fixed `https://sheets.googleapis.com` prefix to `api_url`, so an emulator on loopback can stand in
-for Google; the token endpoint is whatever the key file's `token_uri` names.
+Requests go through a session that sends gspread's fixed `https://sheets.googleapis.com` URLs to
+`api_url` (`sources.sheets_auth`), so an emulator on loopback can stand in for Google; the token
+endpoint is whatever the key file's `token_uri` names.
 
 Quota and faults: gspread's own `BackOffHTTPClient` ignores `Retry-After` and can retry without a
-bound, so the policy lives here, with tenacity around each call: 429 and 5xx (and timeouts or cut
-connections where repeating the call is harmless) are retried with jittered exponential back-off
-that waits at least what `Retry-After` asks, and gives up once the next wait would pass
-`max_retry_time`. Every request carries `timeout`.
+bound, so every call goes through the product's one retry policy (`connector.retry`) with
+tenacity: 429 and 503 (and 5xx, timeouts or cut connections where repeating the call is harmless)
+are retried with jittered exponential back-off or exactly what `Retry-After` asks, and given up
+once the next wait would pass `max_retry_time`. Every request carries `timeout`.
 """
 
 from __future__ import annotations
 
-import json
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,25 +27,19 @@ import gspread
 import requests
 import structlog
 from google.auth import exceptions as auth_exceptions
-from google.auth.transport.requests import AuthorizedSession
-from google.oauth2 import service_account
 from gspread.exceptions import APIError, SpreadsheetNotFound, WorksheetNotFound
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_any, stop_before_delay
 from tenacity.stop import stop_base
 
-from connector.errors import SourceError
+from connector.retry import Backoff, Proof, worth_repeating
 from connector.retry import retry_after as parse_retry_after
+from sources.sheets_auth import SCOPES, SheetsError, load_credentials, routed_session
+
+__all__ = ["SCOPES", "SheetsClient", "SheetsError", "load_credentials"]
 
 log = structlog.get_logger(__name__)
 
-GOOGLE_API = "https://sheets.googleapis.com"
-SCOPES = ("https://www.googleapis.com/auth/spreadsheets",)
-
 T = TypeVar("T")
-
-
-class SheetsError(SourceError):
-    """The sheet cannot be read or written now (after retries), or cannot be opened at all."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,60 +75,6 @@ class Cell:
     text: str
 
 
-class _OfflineCredentials(service_account.Credentials):
-    """Service-account credentials without the Regional Access Boundary lookup.
-
-    Before a request google-auth may start a background GET of iamcredentials.googleapis.com's
-    allowedLocations (`before_request` -> `_after_refresh` ->
-    `_maybe_start_regional_access_boundary_refresh`): by default on 2.62, and on 2.63 and later
-    whenever `GOOGLE_SDK_EXPERIMENTAL_PYTHON_REGIONAL_ACCESS_BOUNDARY_LOOKUP_ENABLED` is truthy,
-    which an operator may set for other Google clients on the same host. Releases without the
-    lookup never call this method. pyproject allows all of these (google-auth>=2.40,<3), so the
-    override stays: nothing here needs the boundary, the host may have no internet, and against an
-    emulator it would leak a request to Google. It is skipped by answering "not required", as
-    google-auth does itself for other universes; `_make_copy` keeps this class, so scoped copies
-    inherit it. tests/test_google_sheets.py shows no request leaves with the variable set or unset;
-    tests/test_sheets_emulator.py fails if google-auth renames the hook.
-    """
-
-    def _is_regional_access_boundary_lookup_required(self) -> bool:
-        return False
-
-
-class _RoutedSession(AuthorizedSession):
-    """gspread builds URLs on Google's host; send them to `api_url` instead (an emulator in tests)."""
-
-    def __init__(self, credentials: service_account.Credentials, api_url: str) -> None:
-        super().__init__(credentials)  # type: ignore[no-untyped-call]
-        self._base = api_url.rstrip("/")
-
-    # Only the URL changes; the rest of requests' long signature passes through untouched.
-    def request(self, method: str, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
-        if isinstance(url, str) and url.startswith(GOOGLE_API) and self._base != GOOGLE_API:
-            url = self._base + url[len(GOOGLE_API) :]
-        response: requests.Response = super().request(method, url, *args, **kwargs)  # type: ignore[no-untyped-call]
-        return response
-
-
-def load_credentials(path: Path) -> service_account.Credentials:
-    """The service-account key file, or a SheetsError that says what is wrong with it."""
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise SheetsError(f"credentials {path}: cannot be read: {e.strerror or e}") from e
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SheetsError(f"credentials {path}: not a JSON key file: {e}") from e
-    if not isinstance(info, dict) or info.get("type") != "service_account":
-        raise SheetsError(f'credentials {path}: not a service-account key ("type" must be "service_account")')
-    try:
-        creds: service_account.Credentials = _OfflineCredentials.from_service_account_info(  # type: ignore[no-untyped-call]
-            info, scopes=list(SCOPES)
-        )
-    except (ValueError, KeyError, TypeError) as e:
-        raise SheetsError(f"credentials {path}: invalid service-account key: {e}") from e
-    return creds
-
-
 def retry_after(exc: BaseException) -> float | None:
     """Seconds a 429/503 answer asks to wait (`Retry-After` as seconds or an HTTP date)."""
     if not isinstance(exc, APIError):
@@ -150,18 +88,25 @@ def status_of(exc: BaseException) -> int | None:
     return None
 
 
-def transient(exc: BaseException, *, idempotent: bool) -> bool:
-    """Worth another try? Only what proves the call was not done, unless repeating it is harmless."""
+def proof_of(exc: BaseException) -> Proof:
+    """What a failed call proves about whether Google did it (connector/retry.py decides the rest)."""
     status = status_of(exc)
     if status is not None:
-        return status in (429, 503) or (idempotent and status >= 500)
+        if status in (429, 503):
+            return Proof.NOT_DONE
+        return Proof.MAYBE_DONE if status >= 500 else Proof.FINAL
     if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return True
+        return Proof.NOT_DONE
     if isinstance(exc, requests.exceptions.Timeout | requests.exceptions.ConnectionError):
-        return idempotent
+        return Proof.MAYBE_DONE
     if isinstance(exc, auth_exceptions.RefreshError):
-        return bool(getattr(exc, "retryable", False))
-    return isinstance(exc, auth_exceptions.TransportError)
+        return Proof.NOT_DONE if getattr(exc, "retryable", False) else Proof.FINAL
+    return Proof.NOT_DONE if isinstance(exc, auth_exceptions.TransportError) else Proof.FINAL
+
+
+def transient(exc: BaseException, *, idempotent: bool) -> bool:
+    """Worth another try? Only what proves the call was not done, unless repeating it is harmless."""
+    return worth_repeating(proof_of(exc), repeatable=idempotent)
 
 
 class _Cancelled(stop_base):
@@ -178,7 +123,7 @@ class SheetsClient:
     """One worksheet of one spreadsheet, through gspread, with handles cached between calls."""
 
     backoff_base = 1.0  # seconds before the first retry without Retry-After; doubles each time
-    backoff_cap = 32.0
+    backoff_cap = 60.0  # one wait never longer, whatever Retry-After says
 
     def __init__(
         self,
@@ -223,7 +168,7 @@ class SheetsClient:
                 raise SheetsError("no credentials: set `credentials` or GOOGLE_APPLICATION_CREDENTIALS")
             creds = load_credentials(self.key_file)
             self._email = str(creds.service_account_email)
-            client = gspread.Client(creds, session=_RoutedSession(creds, self.api_url))
+            client = gspread.Client(creds, session=routed_session(creds, self.api_url))
             client.set_timeout(self.timeout)
             self._client = client
         return self._client
@@ -343,7 +288,7 @@ class SheetsClient:
         started = time.monotonic()
         retrying = Retrying(
             retry=retry_if_exception(lambda e: transient(e, idempotent=idempotent)),
-            wait=self._wait,
+            wait=Backoff(self.backoff_base, self.backoff_cap).wait_strategy(_asked_wait),
             stop=stop_any(stop_before_delay(self.max_retry_time), _Cancelled(self._cancelled)),
             sleep=self._sleep,
             before_sleep=self._log_retry,
@@ -358,16 +303,6 @@ class SheetsClient:
         except (requests.exceptions.RequestException, auth_exceptions.GoogleAuthError) as e:
             raise SheetsError(f"cannot {what}: {_describe(e, retrying, started)}") from e
 
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        backoff = min(self.backoff_cap, self.backoff_base * float(2 ** (state.attempt_number - 1)))
-        backoff *= random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
-        asked = retry_after(exc) if exc is not None else None
-        if asked is None:
-            return backoff
-        # At least what the server asked, plus a little jitter so many clients do not return at once.
-        return asked + random.uniform(0.0, min(1.0, asked * 0.1))  # noqa: S311
-
     def _sleep(self, seconds: float) -> None:
         self._cancelled.wait(seconds)
 
@@ -381,6 +316,11 @@ class SheetsClient:
             error=type(exc).__name__,
             wait_s=round(state.upcoming_sleep, 2),
         )
+
+
+def _asked_wait(state: RetryCallState) -> float | None:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    return retry_after(exc) if exc is not None else None
 
 
 def _describe(exc: BaseException, retrying: Retrying, started: float) -> str:

@@ -13,8 +13,8 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from connector.events import Message, OutcomeKind
-from connector.retry import retry_after
-from sinks.http import BY_STATUS, HttpSink, Kind, Verdict, backoff, lookup
+from connector.retry import Backoff, retry_after
+from sinks.http import BY_STATUS, HttpSink, Kind, Verdict, lookup
 from sinks.http_config import HttpSinkConfig
 
 SECRET = "s3cr3t-token-value"
@@ -196,18 +196,18 @@ def test_retry_after_reads_seconds_and_http_dates(header: str | None, seconds: f
 
 
 def test_backoff_honours_retry_after_but_caps_it() -> None:
-    assert backoff(1, 7.0, first=0.5, longest=60.0) == 7.0
-    assert backoff(1, 3600.0, first=0.5, longest=60.0) == 60.0
+    assert Backoff(0.5, 60.0).wait(1, 7.0) == 7.0
+    assert Backoff(0.5, 60.0).wait(1, 3600.0) == 60.0
 
 
 def test_backoff_is_exponential_with_full_jitter_and_capped() -> None:
     rng = random.Random(7)
     for attempt in range(1, 12):
         ceiling = min(60.0, 0.5 * 2 ** (attempt - 1))
-        waits = [backoff(attempt, None, first=0.5, longest=60.0, rng=rng) for _ in range(50)]
+        waits = [Backoff(0.5, 60.0).wait(attempt, None, rng=rng) for _ in range(50)]
         assert all(0.0 <= w <= ceiling for w in waits)
         assert max(waits) > ceiling / 2  # spread over the whole range, not pinned to zero
-    assert backoff(40, None, first=0.5, longest=60.0, rng=rng) <= 60.0
+    assert Backoff(0.5, 60.0).wait(40, None, rng=rng) <= 60.0
 
 
 # -- retries: proved-not-taken answers -----------------------------------------------------
