@@ -59,7 +59,13 @@ SendObserver = Callable[[str, Sequence[Outcome], float | None], None]
 
 
 class Engine:
-    def __init__(self, rules: Sequence[CompiledRule], sinks: Mapping[str, Sink], ledger: Ledger) -> None:
+    def __init__(
+        self,
+        rules: Sequence[CompiledRule],
+        sinks: Mapping[str, Sink],
+        ledger: Ledger,
+        observer: SendObserver | None = None,
+    ) -> None:
         self.sinks = sinks
         self.ledger = ledger
         self._rules: dict[str, list[CompiledRule]] = defaultdict(list)
@@ -72,7 +78,7 @@ class Engine:
         self._inflight: set[str] = set()
         self.started_at = time.time()
         self._background: set[asyncio.Task[None]] = set()
-        self.observer: SendObserver | None = None
+        self.observer = observer
 
     def rules_for(self, source: str) -> list[CompiledRule]:
         return self._rules.get(source, [])

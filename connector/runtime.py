@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 import structlog
@@ -24,14 +24,13 @@ from connector.engine import Engine
 from connector.errors import AccountError, SinkError
 from connector.http import make_client
 from connector.ledger import Entry, Ledger, open_ledger
+from connector.metrics import Metrics
+from connector.server import HttpServer, build_app
 from connector.status import of_entry
 from sinks import REGISTERED as SINKS
 from sinks.base import Sink
 from sources import REGISTERED as SOURCES
 from sources.base import Source, SourceContext, StatusUpdate
-
-if TYPE_CHECKING:
-    from connector.server import HttpServer
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +68,7 @@ class Runtime:
     sinks: dict[str, Sink]
     engine: Engine
     sources: dict[str, Source]
+    metrics: Metrics
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     scheduler: AsyncIOScheduler | None = None
     server: HttpServer | None = None  # while `run` serves HTTP
@@ -89,17 +89,23 @@ class Runtime:
         client = make_client(connections, transport)
         try:
             sinks = build_sinks(loaded, client)
-            engine = Engine(rules, sinks, ledger)
+            metrics = Metrics()
+            engine = Engine(rules, sinks, ledger, observer=metrics.observe_send)
             stopping = asyncio.Event()
             ctx = SourceContext(
-                process=engine.process, notes=ledger, base_dir=loaded.base_dir, stopping=stopping
+                process=engine.process,
+                notes=ledger,
+                base_dir=loaded.base_dir,
+                stopping=stopping,
+                accept=engine.accept,
+                delivered=metrics.delivery,
             )
             sources = build_sources(loaded, ctx, only_sources)
         except BaseException:
             await client.aclose()
             await ledger.close()
             raise
-        runtime = cls(loaded, ledger, client, sinks, engine, sources, stopping)
+        runtime = cls(loaded, ledger, client, sinks, engine, sources, metrics, stopping)
         recovered = await ledger.recover()
         if recovered:
             log.warning(
@@ -202,11 +208,9 @@ class Runtime:
         await asyncio.gather(*(source.once() for source in self.sources.values()))
 
     async def run(self) -> None:
-        from connector.server import start_server  # noqa: PLC0415 - only `run` serves HTTP
-
         loop = asyncio.get_running_loop()
         self._install_signals(loop)
-        self.server = server = await start_server(self)
+        self.server = server = await self._serve()
         scheduler = AsyncIOScheduler(event_loop=loop, timezone="UTC")
         scheduler.add_job(
             self.retry_held,
@@ -239,6 +243,14 @@ class Runtime:
             scheduler.shutdown(wait=False)
         log.info("stopped")
 
+    async def _serve(self) -> HttpServer:
+        """`server.host:port`: the server's own endpoints and every route a source contributes."""
+        routes = [route for source in self.sources.values() for route in source.routes()]
+        config = self.loaded.config.server
+        server = HttpServer(build_app(self.engine, routes, self.metrics), config.host, config.port)
+        await server.start()
+        return server
+
     async def _wind_down(self, work: Sequence[asyncio.Task[Any]]) -> None:
         """SPEC "Stopping": nothing new starts; what is on the wire gets `shutdown_grace`; then the
         requests still unanswered end as `unknown`, every status is written, and the rest is left
@@ -246,9 +258,7 @@ class Runtime:
         queued sends do not wait their turn, they are held at once."""
         grace = self.loaded.config.shutdown_grace
         log.info("stopping: taking no new work; requests on the wire get the grace", grace_s=grace)
-        if self.server is not None:
-            self.server.refuse_deliveries()
-        for sink in self.sinks.values():
+        for sink in self.sinks.values():  # webhook deliveries see `stopping` too: 503 from now on
             sink.stop()
         if await self._settle_work(work, grace):
             return

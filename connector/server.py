@@ -1,4 +1,5 @@
-"""The HTTP server of `connector run`: webhook intake, event status, health, metrics, OpenAPI.
+"""The HTTP server of `connector run`: the plug-ins' routes (webhook intake), event status, health,
+metrics, OpenAPI.
 
 One Starlette app served by uvicorn in the runtime's own event loop. uvicorn is kept away from
 the signals (the runtime owns SIGINT/SIGTERM) and from logging set-up (records go to the root
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ import structlog
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -31,65 +32,23 @@ from connector.engine import Engine
 from connector.errors import ConnectorError
 from connector.ledger import Entry
 from connector.metrics import CONTENT_TYPE, Metrics
+from connector.web import HttpRoute, error
 from sinks.base import Sink
-from sources.webhook import Reply, WebhookSource
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from connector.runtime import Runtime
-
 log = structlog.get_logger(__name__)
 
 GRACEFUL_STOP_S = 5.0  # requests in flight when the server closes (after the sends' grace)
-STOPPING_RETRY_AFTER = "10"  # seconds a sender is asked to wait while the connector stops
 
 
-class _TooLarge(Exception):
-    pass
-
-
-def error(status: int, code: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
-
-
-def build_app(engine: Engine, webhooks: Sequence[WebhookSource], metrics: Metrics) -> Starlette:
+def build_app(engine: Engine, routes: Sequence[HttpRoute], metrics: Metrics) -> Starlette:
+    """The server's own endpoints (events, health, metrics, OpenAPI) and the plug-ins' `routes`."""
     ledger = engine.ledger
-    paths = {hook.path: hook for hook in webhooks}
-    if len(paths) != len(webhooks):
+    paths = [route.path for route in routes]
+    if len(set(paths)) != len(paths):
         raise ConnectorError("two webhook sources share one path: give each its own `path`")
-
-    def intake(hook: WebhookSource) -> Any:
-        async def endpoint(request: Request) -> Response:
-            if not request.app.state.accepting:
-                # Stopping: a delivery taken now could only wait in the ledger; the sender's retry
-                # reaches the next process (or another instance) instead.
-                metrics.delivery(hook.name, 503, 0)
-                return error(
-                    503,
-                    "stopping",
-                    "the connector is stopping; retry later",
-                    {"retry-after": STOPPING_RETRY_AFTER},
-                )
-            try:
-                body = await _read_body(request, hook.config.max_body)
-            except _TooLarge:
-                metrics.delivery(hook.name, 413, 0)
-                return error(413, "too_large", f"the body is over {hook.config.max_body} bytes")
-            except ClientDisconnect:
-                return Response(status_code=400)  # nobody is left to read it
-            try:
-                answer = await hook.deliver(request.headers, body, engine.accept)
-            except Exception:
-                # The ledger failed us: claims may or may not be durable. 503 makes the sender retry,
-                # and the retry resumes the same origins instead of sending twice.
-                log.exception("webhook intake failed", source=hook.name)
-                metrics.delivery(hook.name, 503, 0)
-                return error(503, "unavailable", "the ledger cannot be written; retry later")
-            metrics.delivery(hook.name, answer.status, 0 if answer.replayed else answer.records)
-            return _respond(answer)
-
-        return endpoint
 
     async def event(request: Request) -> Response:
         event_id = str(request.path_params["id"])
@@ -110,46 +69,26 @@ def build_app(engine: Engine, webhooks: Sequence[WebhookSource], metrics: Metric
     async def scrape(request: Request) -> Response:
         return Response(await metrics.render(ledger, engine.sinks), media_type=CONTENT_TYPE)
 
-    document = openapi.document({h.path: h.config for h in webhooks}, {h.path: h.name for h in webhooks})
+    document = openapi.document(routes)
 
     async def spec(request: Request) -> Response:
         return JSONResponse(document)
 
-    routes = [Route(path, intake(hook), methods=["POST"]) for path, hook in paths.items()]
-    routes += [
+    mounted = [Route(r.path, r.endpoint, methods=list(r.methods)) for r in routes]
+    mounted += [
         Route("/events/{id}", event, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", scrape, methods=["GET"]),
         Route("/openapi.json", spec, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error, Exception: _server_error})
-    app.state.accepting = True
-    return app
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused as soon as it passes `limit`: a 1 GiB upload is never held in memory."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
+    handlers = {HTTPException: _http_error, Exception: _server_error}
+    return Starlette(routes=mounted, exception_handlers=handlers)
 
 
 def _sink_state(sink: Sink) -> dict[str, str]:
     if sink.paused:
         return {"state": "paused", "reason": sink.pause_reason}
     return {"state": "active", "reason": ""}
-
-
-def _respond(answer: Reply) -> Response:
-    return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers or None)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -236,10 +175,6 @@ class HttpServer:
             await asyncio.sleep(0.01)
         log.info("http server listening", url=f"http://{self.host}:{self.port}")
 
-    def refuse_deliveries(self) -> None:
-        """From now on webhook deliveries are answered 503; the other endpoints keep serving."""
-        self.app.state.accepting = False
-
     async def stop(self) -> None:
         """Stop accepting, let the requests in flight finish, then return."""
         if self._server is None or self._task is None:
@@ -264,15 +199,3 @@ def _listen(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-async def start_server(runtime: Runtime) -> HttpServer:
-    """Serve `runtime` on `server.host:port`; its metrics observe the engine from now on."""
-    metrics = Metrics()
-    runtime.engine.observer = metrics.observe_send
-    webhooks = [s for s in runtime.sources.values() if isinstance(s, WebhookSource)]
-    app = build_app(runtime.engine, webhooks, metrics)
-    config = runtime.loaded.config.server
-    server = HttpServer(app, config.host, config.port)
-    await server.start()
-    return server

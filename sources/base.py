@@ -17,10 +17,19 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel
 
-from connector.events import Record
+from connector.events import Event, Record
 from connector.plugins import type_name_of
+from connector.web import HttpRoute
 
 Process = Callable[[Sequence[Record]], Awaitable[list[str | None]]]
+Accept = Callable[[Sequence[Record]], Awaitable[list[list[Event]]]]
+"""Claim durably and answer at once; the sends go on behind the ledger (webhook intake)."""
+Delivered = Callable[[str, int, int], None]
+"""(source, HTTP status answered, records newly taken in): for the server's metrics."""
+
+
+def _not_counted(source: str, status: int, records: int) -> None:
+    return None
 
 
 class SourceConfigBase(BaseModel):
@@ -52,6 +61,8 @@ class SourceContext:
     base_dir: Path  # relative paths in config.yaml are relative to the config file's folder
     stopping: asyncio.Event
     scheduler: Any = None  # APScheduler AsyncIOScheduler while `connector run` is running
+    accept: Accept | None = None  # while `connector run` serves HTTP
+    delivered: Delivered = _not_counted
 
 
 class Source(abc.ABC):
@@ -81,6 +92,10 @@ class Source(abc.ABC):
     @abc.abstractmethod
     def preview(self) -> Iterator[Record]:
         """The records as they stand, read without changing anything. Blocking: call in a thread."""
+
+    def routes(self) -> Sequence[HttpRoute]:
+        """The HTTP endpoints this source serves under `connector run` (a webhook's intake)."""
+        return ()
 
     async def write_back(self, updates: Sequence[StatusUpdate]) -> None:  # noqa: B027 - optional hook
         """Statuses that changed after the batch was written (held messages sent later)."""

@@ -12,7 +12,7 @@ import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from connector.errors import SourceError
 from connector.events import Record
@@ -20,8 +20,16 @@ from connector.status import is_resend, state_word
 from sources.sheets_client import Block, Grid
 from sources.tabular import column_names
 
-if TYPE_CHECKING:
-    from sources.google_sheets import GoogleSheetsConfig
+
+class TableLayout(Protocol):
+    """What reading a table needs of the source's config (`GoogleSheetsConfig` has it)."""
+
+    @property
+    def header_row(self) -> int: ...
+    @property
+    def key_column(self) -> str | None: ...
+    @property
+    def status_column(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +73,7 @@ def _rows_text(numbers: Sequence[int]) -> str:
     return listed[0] if len(listed) == 1 else f"{', '.join(listed[:-1])} and {listed[-1]}"
 
 
-def read_table(source: str, config: GoogleSheetsConfig, grid: Grid, block: Block) -> Table:
+def read_table(source: str, config: TableLayout, grid: Grid, block: Block) -> Table:
     """The records of one read; only rows that need the engine become records."""
     table = Table(grid)
     rows = rows_by_number(block)

@@ -12,28 +12,31 @@ deliberate second event must therefore carry a new `webhook-id` or a different b
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal, Self
 
 import structlog
 from pydantic import SecretStr, field_validator, model_validator
 
-from connector.events import Event, Record
+from connector.events import Record
 from connector.types import STRICT
-from sources.base import Source, SourceConfigBase, SourceContext
+from connector.web import HttpRoute
+from sources.base import Accept, Source, SourceConfigBase, SourceContext
 from sources.webhook_auth import Check, Refused, open_check, signature_check, token_check
+from sources.webhook_body import (
+    MAX_ITEMS,
+    BadDelivery,
+    Reply,
+    delivery_id,
+    parse_body,
+    require_json,
+)
+from sources.webhook_http import operation, route
 
 log = structlog.get_logger(__name__)
 
-MAX_DEPTH = 32  # nesting of arrays/objects in one delivery
-MAX_ITEMS = 1000  # records in one delivery
-MAX_DELIVERY_ID = 256
 RESERVED_PATHS = ("/healthz", "/metrics", "/events", "/openapi.json")
-
-Accept = Callable[[Sequence[Record]], Awaitable[list[list[Event]]]]
 
 
 class WebhookConfig(SourceConfigBase):
@@ -95,23 +98,6 @@ class WebhookConfig(SourceConfigBase):
         return "bearer token" if self.token is not None else "NO authentication (auth: none)"
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """What the server sends back for one delivery; `records` counts what was newly taken in."""
-
-    status: int
-    body: dict[str, Any]
-    records: int = 0
-    replayed: bool = False
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-class BadDelivery(Exception):
-    def __init__(self, status: int, error: str, detail: str) -> None:
-        super().__init__(detail)
-        self.answer = Reply(status, {"error": error, "detail": detail})
-
-
 class WebhookSource(Source):
     config_model = WebhookConfig
 
@@ -136,6 +122,26 @@ class WebhookSource(Source):
     async def check(self, *, online: bool = True) -> str:  # local either way
         return f"POST {self.path}, {self.config.describe_auth()}"
 
+    def routes(self) -> list[HttpRoute]:
+        config = self.config
+        scheme = (
+            "signature" if config.secret is not None else "bearer" if config.token is not None else "none"
+        )
+        spec = operation(
+            self.name,
+            auth=config.describe_auth(),
+            scheme=scheme,
+            items=config.items,
+            max_body=config.max_body,
+        )
+
+        async def deliver(headers: Mapping[str, str], body: bytes) -> Reply:
+            if self.ctx.accept is None:
+                raise RuntimeError("webhooks are taken by `connector run` only")
+            return await self.deliver(headers, body, self.ctx.accept)
+
+        return [route(self.name, self.path, config.max_body, self.ctx, deliver, spec)]
+
     async def deliver(self, headers: Mapping[str, str], body: bytes, accept: Accept) -> Reply:
         """One delivery, start to answer. `headers` keys are lower case. Never raises for input."""
         try:
@@ -153,7 +159,7 @@ class WebhookSource(Source):
                 first = json.loads(stored)
                 log.info("repeated delivery answered from the first", source=self.name, delivery=delivery)
                 return Reply(int(first["status"]), first["body"], replayed=True)
-            _require_json(headers)
+            require_json(headers)
             records = self.records(delivery, parse_body(body))
         except BadDelivery as exc:
             log.info("webhook rejected", source=self.name, error=exc.answer.body["error"], detail=str(exc))
@@ -205,59 +211,3 @@ class WebhookSource(Source):
         if value is None or value == "":
             return None
         return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-
-
-def delivery_id(headers: Mapping[str, str], body: bytes) -> str:
-    given = headers.get("webhook-id", "").strip()
-    if not given:
-        return "sha256-" + hashlib.sha256(body).hexdigest()
-    if len(given) > MAX_DELIVERY_ID or not given.isprintable():
-        detail = f"webhook-id must be printable text of at most {MAX_DELIVERY_ID} characters"
-        raise BadDelivery(400, "invalid_webhook_id", detail)
-    return given
-
-
-def _require_json(headers: Mapping[str, str]) -> None:
-    media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
-        raise BadDelivery(415, "unsupported_media_type", "send the body as Content-Type: application/json")
-
-
-def parse_body(body: bytes) -> dict[str, Any]:
-    """The body as one JSON object, bounded in depth; BadDelivery otherwise."""
-    try:
-        payload = json.loads(body, parse_constant=_no_constant)
-    except RecursionError:
-        raise BadDelivery(422, "too_deep", f"nested deeper than {MAX_DEPTH} levels") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int too long, NaN
-        raise BadDelivery(400, "invalid_json", f"the body is not JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise BadDelivery(422, "not_an_object", f"the body must be a JSON object, not {_kind(payload)}")
-    if _depth(payload) > MAX_DEPTH:
-        raise BadDelivery(422, "too_deep", f"nested deeper than {MAX_DEPTH} levels")
-    return payload
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
-
-
-def _depth(value: Any) -> int:
-    """Deepest nesting, walked without recursion (the limit is what keeps recursion safe elsewhere)."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, level = stack.pop()
-        if isinstance(node, dict | list):
-            deepest = max(deepest, level)
-            if level > MAX_DEPTH:
-                return level
-            children = node.values() if isinstance(node, dict) else node
-            stack.extend((child, level + 1) for child in children)
-    return deepest
-
-
-def _kind(value: Any) -> str:
-    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number"
-    )

@@ -162,9 +162,6 @@ async def test_stopping_answers_the_delivery_in_flight_refuses_new_ones_and_send
         await reading.wait()
         served.runtime.stopping.set()
         assert served.runtime.server is not None
-        app = served.runtime.server.app
-        while app.state.accepting:
-            await asyncio.sleep(0.01)
         late_body = encode(order(6))
         late = await served.post("/hooks/signed", late_body, signed(late_body, "msg_late"))
         assert late.status_code == 503

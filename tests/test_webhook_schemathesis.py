@@ -17,7 +17,9 @@ from schemathesis.checks import not_a_server_error
 
 from connector import openapi
 from connector.config_loader import load_config
-from sources.webhook import WebhookConfig
+from connector.runtime import build_sources
+from sources.base import SourceContext
+from tests.helpers import MemoryNotes
 from tests.webhook_support import HOOK_TOKEN, OUTBOX, config_text, serve
 
 
@@ -68,10 +70,14 @@ def _document() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "config.yaml"
         path.write_text(config_text(OUTBOX))
-        config = load_config(path).config
-    hooks = {s.path: s for s in config.sources.values() if isinstance(s, WebhookConfig)}
-    names = {s.path: name for name, s in config.sources.items() if isinstance(s, WebhookConfig)}
-    return openapi.document(hooks, names)
+        loaded = load_config(path)
+        ctx = SourceContext(_no_processing, MemoryNotes(), loaded.base_dir, asyncio.Event())
+        sources = build_sources(loaded, ctx)
+    return openapi.document([route for source in sources.values() for route in source.routes()])
+
+
+async def _no_processing(records: object) -> list[str | None]:
+    raise AssertionError("building the document processes nothing")
 
 
 # Collected before any server runs, so the schema is loaded from the same builder the server uses;
