@@ -90,14 +90,14 @@ def connector(*args: str, cwd: Path, timeout: float = 120) -> subprocess.Complet
 
 
 def start_connector(*args: str, cwd: Path, log: Path) -> subprocess.Popen[bytes]:
-    handle = log.open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "connector", *args],
-        cwd=cwd,
-        env=env(),
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-    )
+    with log.open("ab") as handle:  # the child has its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "connector", *args],
+            cwd=cwd,
+            env=env(),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def read_results(path: Path) -> list[dict[str, str]]:

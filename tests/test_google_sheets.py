@@ -370,9 +370,10 @@ async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
     await ledger.close()
 
 
-def real_engine(ledger: Ledger, tmp_path: Path) -> tuple[Engine, Path]:
+@pytest.fixture
+async def real(ledger: Ledger, tmp_path: Path) -> AsyncIterator[tuple[Engine, Path]]:
+    """The real engine over the SQLite ledger, into a dry-run outbox; closed after the test."""
     outbox = tmp_path / "outbox.jsonl"
-    sink = DryRunSink("out", DryRunConfig(type="dry_run", path=outbox), httpx.AsyncClient())
     rule = RuleConfig.model_validate(
         {
             "name": "confirm",
@@ -384,7 +385,12 @@ def real_engine(ledger: Ledger, tmp_path: Path) -> tuple[Engine, Path]:
             "sink": "out",
         }
     )
-    return Engine(compile_rules([rule]), {"out": sink}, ledger), outbox
+    async with httpx.AsyncClient() as client:
+        sink = DryRunSink("out", DryRunConfig(type="dry_run", path=outbox), client)
+        try:
+            yield Engine(compile_rules([rule]), {"out": sink}, ledger), outbox
+        finally:
+            await sink.aclose()
 
 
 def sent_lines(outbox: Path) -> list[dict[str, Any]]:
@@ -394,9 +400,9 @@ def sent_lines(outbox: Path) -> list[dict[str, Any]]:
 
 
 async def test_cleared_status_is_rewritten_and_resend_sends_exactly_once(
-    tmp_path: Path, base_url: str, emulator: SheetsEmulator, ledger: Ledger
+    tmp_path: Path, base_url: str, emulator: SheetsEmulator, real: tuple[Engine, Path]
 ) -> None:
-    engine, outbox = real_engine(ledger, tmp_path)
+    engine, outbox = real
     emulator.add_spreadsheet(SID, {TAB: sheet(3)})
     s = Sheet(tmp_path, base_url, emulator, process=engine.process)
     await s.source.poll()
@@ -421,9 +427,9 @@ async def test_cleared_status_is_rewritten_and_resend_sends_exactly_once(
 
 
 async def test_a_lasting_429_gives_up_in_time_and_the_next_poll_writes_everything(
-    tmp_path: Path, base_url: str, emulator: SheetsEmulator, ledger: Ledger
+    tmp_path: Path, base_url: str, emulator: SheetsEmulator, real: tuple[Engine, Path]
 ) -> None:
-    engine, outbox = real_engine(ledger, tmp_path)
+    engine, outbox = real
     emulator.add_spreadsheet(SID, {TAB: sheet(4)})
     s = Sheet(tmp_path, base_url, emulator, process=engine.process, max_retry_time="500ms")
     emulator.set_cell(SID, TAB, 3, STATUS_COL, "resend")  # a forced send whose write will fail

@@ -34,6 +34,7 @@ KERNEL = (
     "connector.redact",
     "connector.logs",
     "connector.plugins",  # how a plug-in declares its type name; the registries use it
+    "connector.web",  # what a plug-in that serves HTTP hands the server: routes, error shape
 )
 APPLICATION = (
     "connector.__main__",
