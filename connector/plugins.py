@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import typing
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, Field
 
@@ -25,6 +25,19 @@ def type_name_of(config_model: type[BaseModel]) -> str | None:
     if typing.get_origin(field.annotation) is not typing.Literal or len(names) != 1:
         raise TypeError(f"{config_model.__name__}.type must be a Literal of one name")
     return str(names[0])
+
+
+class Plugin:
+    """Base of `Sink` and `Source`: a subclass with a `config_model` gets its `type_name` from it."""
+
+    type_name: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        model = cls.__dict__.get("config_model")
+        name = type_name_of(model) if model is not None and "type_name" not in cls.__dict__ else None
+        if name is not None:
+            cls.type_name = name
 
 
 def load(base: type[Any], *paths: str) -> tuple[type[Any], ...]:

@@ -24,7 +24,7 @@ import structlog
 from pydantic import BaseModel
 
 from connector.events import Cost, Message, Outcome
-from connector.plugins import type_name_of
+from connector.plugins import Plugin
 
 SendingHook = Callable[[Sequence[Message]], Awaitable[None]]
 SettledHook = Callable[[Sequence[Message], Sequence[Outcome]], Awaitable[None]]
@@ -46,7 +46,7 @@ class SinkConfigBase(BaseModel):
         return []
 
 
-class Sink(abc.ABC):
+class Sink(Plugin, abc.ABC):
     """One configured destination for messages."""
 
     type_name: ClassVar[str]  # from the config model's `type` Literal: written once, there
@@ -58,13 +58,6 @@ class Sink(abc.ABC):
     # Whether `check()` asks the provider about the account: then a paused sink is re-checked
     # before its held messages go again, instead of spending real sends as probes.
     checks_account: ClassVar[bool] = False
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        model = cls.__dict__.get("config_model")
-        name = type_name_of(model) if model is not None and "type_name" not in cls.__dict__ else None
-        if name is not None:
-            cls.type_name = name
 
     def __init__(self, name: str, config: Any, client: httpx.AsyncClient) -> None:
         self.name = name
@@ -133,8 +126,8 @@ class Sink(abc.ABC):
         """From now on no request leaves; messages not yet sent are held (SPEC "Stopping")."""
         self.stopping.set()
 
-    def abort(self) -> None:  # noqa: B027 - only sinks with requests on the wire have anything to do
+    def abort(self) -> None:
         """The shutdown grace is over: requests still unanswered end now, as `unknown`."""
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook, most sinks hold nothing
+    async def aclose(self) -> None:
         """Release what the sink holds (the shared client is closed by its owner)."""

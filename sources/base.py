@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Protocol
 from pydantic import BaseModel
 
 from connector.events import Event, Record
-from connector.plugins import type_name_of
+from connector.plugins import Plugin
 from connector.web import HttpRoute
 
 Process = Callable[[Sequence[Record]], Awaitable[list[str | None]]]
@@ -65,16 +65,9 @@ class SourceContext:
     delivered: Delivered = _not_counted
 
 
-class Source(abc.ABC):
+class Source(Plugin, abc.ABC):
     type_name: ClassVar[str]  # from the config model's `type` Literal: written once, there
     config_model: ClassVar[type[SourceConfigBase]]
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        model = cls.__dict__.get("config_model")
-        name = type_name_of(model) if model is not None and "type_name" not in cls.__dict__ else None
-        if name is not None:
-            cls.type_name = name
 
     def __init__(self, name: str, config: Any, ctx: SourceContext) -> None:
         self.name = name
@@ -97,7 +90,7 @@ class Source(abc.ABC):
         """The HTTP endpoints this source serves under `connector run` (a webhook's intake)."""
         return ()
 
-    async def write_back(self, updates: Sequence[StatusUpdate]) -> None:  # noqa: B027 - optional hook
+    async def write_back(self, updates: Sequence[StatusUpdate]) -> None:
         """Statuses that changed after the batch was written (held messages sent later)."""
 
     async def check(self, *, online: bool = True) -> str:

@@ -140,3 +140,31 @@ class MemoryNotes:
 
     async def set_note(self, scope: str, key: str, value: str) -> None:
         self.notes[(scope, key)] = value
+
+
+def pk_config(folder: Path, url: str, key: str, *, port: int = 0, extra: str = "") -> Path:
+    """A CSV folder into the Robo SMS Pakistan sink: one promo text for every row (bulk)."""
+    (folder / "inbox").mkdir(exist_ok=True)
+    path = folder / "config.yaml"
+    path.write_text(f"""
+state: sqlite:///connector.db
+server: {{host: 127.0.0.1, port: {port}}}
+log: {{format: json, level: info}}
+sinks:
+  pk:
+    type: robo_sms_pk
+    email: ops@example.com
+    key: {key}
+    mask: SMS-ALERT
+    url: {url}/api
+{extra}sources:
+  erp: {{type: csv_folder, path: ./inbox, settle: 0ms}}
+rules:
+  - name: promo
+    source: erp
+    to: "{{{{ row['Phone'] }}}}"
+    country: PK
+    message: "Eid sale: 20% off until Friday."
+    sink: pk
+""")
+    return path

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import helpers
 from tests.emulators.robo_ro import RoEmulator
 from tests.emulators.server import EmulatorServer
 from tests.helpers import TOKEN, connector, read_results, ro_config, write_orders
@@ -102,27 +103,7 @@ PK_KEY = "pk-e2e-key"
 
 
 def pk_config(folder: Path, url: str, key: str) -> None:
-    (folder / "inbox").mkdir(exist_ok=True)
-    (folder / "config.yaml").write_text(f"""
-state: sqlite:///connector.db
-sinks:
-  pk:
-    type: robo_sms_pk
-    email: ops@example.com
-    key: {key}
-    mask: SMS-ALERT
-    url: {url}/api
-    encoding: form
-sources:
-  erp: {{type: csv_folder, path: ./inbox, settle: 0ms}}
-rules:
-  - name: promo
-    source: erp
-    to: "{{{{ row['Phone'] }}}}"
-    country: PK
-    message: "Eid sale: 20% off until Friday."
-    sink: pk
-""")
+    helpers.pk_config(folder, url, key, extra="    encoding: form\n")
     (folder / "inbox" / "promo.csv").write_text("Phone\n03001234567\n0300 765 4321\n+92 345 1112223\n")
 
 

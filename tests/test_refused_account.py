@@ -18,37 +18,14 @@ from connector.config_loader import load_config
 from connector.runtime import Runtime
 from tests.emulators.robo_pk import PkEmulator
 from tests.emulators.server import EmulatorServer
-from tests.helpers import free_port, start_connector, wait_for
+from tests.helpers import free_port, pk_config, start_connector, wait_for
 
 KEY = "pk-right-key-0123"
 REFUSED = "pending: sink pk paused: invalid API key (code 203)"
 
 
 def write_config(folder: Path, url: str, key: str, port: int = 0) -> Path:
-    (folder / "inbox").mkdir(exist_ok=True)
-    path = folder / "config.yaml"
-    path.write_text(f"""
-state: sqlite:///connector.db
-server: {{host: 127.0.0.1, port: {port}}}
-log: {{format: json, level: info}}
-sinks:
-  pk:
-    type: robo_sms_pk
-    email: ops@example.com
-    key: {key}
-    mask: SMS-ALERT
-    url: {url}/api
-sources:
-  erp: {{type: csv_folder, path: ./inbox, settle: 0ms}}
-rules:
-  - name: promo
-    source: erp
-    to: "{{{{ row['Phone'] }}}}"
-    country: PK
-    message: "Eid sale: 20% off until Friday."
-    sink: pk
-""")
-    return path
+    return pk_config(folder, url, key, port=port)
 
 
 def drop(folder: Path) -> Path:
