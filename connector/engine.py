@@ -8,19 +8,22 @@ runtime hands back to the sources.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
 
 from connector.events import Event, Message, Outcome, OutcomeKind, Record
-from connector.ledger import Claim, ClaimResult, Entry, Ledger, State, Transition
+from connector.ledger import Claim, ClaimResult, Entry, Ledger, Remember, State, Transition
 from connector.rules import CompiledRule
+from connector.send_queue import SendQueues
 from connector.status import failed, is_resend, of_duplicate, of_entry
-from sinks.base import Sink
+from sinks.base import STOPPED, Sink
+from sources.base import AnswerNote
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +56,7 @@ class _Slot:
 
 
 SendPlan = dict[str, list[tuple[_Slot, Entry]]]
+_Note = Callable[[list[_Slot], list[tuple[ClaimResult, Entry]]], tuple[str, str, str]]
 
 SendObserver = Callable[[str, Sequence[Outcome], float | None], None]
 """(sink, outcomes of one request, seconds the request took or None when none left): metrics."""
@@ -77,7 +81,9 @@ class Engine:
         # `ledger.pending(claimed_before=...)`, which never offers a fresh claim to the sweeper.
         self._inflight: set[str] = set()
         self.started_at = time.time()
-        self._background: set[asyncio.Task[None]] = set()
+        self._queued: SendQueues[list[tuple[_Slot, Entry]]] = SendQueues(
+            self._send, lambda sink: self.sinks[sink].in_flight
+        )
         self.observer = observer
 
     def rules_for(self, source: str) -> list[CompiledRule]:
@@ -95,37 +101,52 @@ class Engine:
             statuses[index] = _combine(record_slots)
         return statuses
 
-    async def accept(self, records: Sequence[Record]) -> list[list[Event]]:
+    async def accept(
+        self, records: Sequence[Record], remember: AnswerNote | None = None
+    ) -> list[list[Event]]:
         """Claim durably and answer at once; the sends go on behind the ledger (webhook intake).
 
         When this returns, every record's intent is committed: a crash now is recovered by the
         sweeper of the next process (the claims are older than it), never lost, never doubled.
+        `remember` turns the events into a note (the webhook's answer) committed with the claims.
         """
-        _, slots, plan = await self._claim_records(records)
-        for sink, pairs in plan.items():
-            task = asyncio.create_task(self._send(sink, pairs), name=f"send:{sink}")
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-        events: list[list[Event]] = [[] for _ in records]
-        for slot in slots:
-            assert slot.entry is not None
-            state = "skipped" if slot.duplicate else slot.entry.state.value
-            reason = of_duplicate(slot.entry) if slot.duplicate else slot.entry.detail
-            events[slot.record].append(Event(slot.entry.key, slot.rule, state, reason))
-        return events
+        count = len(records)
+
+        def note(slots: list[_Slot], answers: list[tuple[ClaimResult, Entry]]) -> tuple[str, str, str]:
+            assert remember is not None
+            found = zip(slots, answers, strict=True)
+            return remember(_events(count, ((s, r is ClaimResult.DUPLICATE, e) for s, (r, e) in found)))
+
+        _, slots, plan = await self._claim_records(records, note if remember is not None else None)
+        refused = [pairs for sink, pairs in plan.items() if not self._queued.put(sink, pairs)]
+        if refused:  # stopping: taken in, and left for the next start
+            await self._leave_pending(refused)
+        return _events(count, ((s, s.duplicate, s.entry) for s in slots if s.entry is not None))
 
     @property
-    def background(self) -> frozenset[asyncio.Task[None]]:
-        """The sends `accept` started that are still going (the stop waits for them)."""
-        return frozenset(self._background)
+    def background(self) -> Sequence[asyncio.Task[None]]:
+        """The workers making the sends `accept` queued (the stop waits for them)."""
+        return self._queued.workers
 
     async def drain(self) -> None:
-        """Wait for the sends `accept` started, however long they take (tests)."""
-        while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+        """Wait for the sends `accept` queued, however long they take (tests)."""
+        await self._queued.join()
+
+    async def stop_queued(self) -> int:
+        """Stopping: the sends `accept` queued and no worker took stay `pending` for the next
+        start, saying so. Answers how many."""
+        left = self._queued.stop()
+        await self._leave_pending(left)
+        return sum(len(pairs) for pairs in left)
+
+    async def _leave_pending(self, plans: Sequence[list[tuple[_Slot, Entry]]]) -> None:
+        entries = [entry for pairs in plans for _, entry in pairs]
+        self._inflight.difference_update(e.key for e in entries)
+        if entries:
+            await self.ledger.record([Transition(e.key, State.PENDING, STOPPED) for e in entries])
 
     async def _claim_records(
-        self, records: Sequence[Record]
+        self, records: Sequence[Record], note: _Note | None = None
     ) -> tuple[list[str | None], list[_Slot], SendPlan]:
         statuses: list[str | None] = [None] * len(records)
         slots: list[_Slot] = []
@@ -144,7 +165,7 @@ class Engine:
                     continue
                 claims.append(self._claim(record, rule, decision.to, decision.text, decision.problem, now))
                 slots.append(_Slot(index, rule.name))
-        plan = await self._reserve(slots, claims) if claims else {}
+        plan = await self._reserve(slots, claims, note) if claims or note is not None else {}
         return statuses, slots, plan
 
     def _claim(
@@ -177,9 +198,12 @@ class Engine:
             failed=problem,
         )
 
-    async def _reserve(self, slots: list[_Slot], claims: list[Claim]) -> SendPlan:
+    async def _reserve(self, slots: list[_Slot], claims: list[Claim], note: _Note | None) -> SendPlan:
         """Claim, then reserve what to send before anything else runs on the loop."""
-        answers = await self.ledger.claim(claims)
+        remember: Remember | None = None
+        if note is not None:
+            remember = functools.partial(note, slots)
+        answers = await self.ledger.claim(claims, remember)
         plan: SendPlan = defaultdict(list)
         for slot, (result, entry) in zip(slots, answers, strict=True):
             slot.entry = entry
@@ -253,6 +277,16 @@ class Engine:
         if pending:
             log.info("retried held messages", tried=len(pending), settled=len(settled))
         return settled
+
+
+def _events(count: int, found: Iterable[tuple[_Slot, bool, Entry]]) -> list[list[Event]]:
+    """What `accept` answers, per record: (slot, is a duplicate, its entry) for each claim."""
+    events: list[list[Event]] = [[] for _ in range(count)]
+    for slot, duplicate, entry in found:
+        state = "skipped" if duplicate else entry.state.value
+        reason = of_duplicate(entry) if duplicate else entry.detail
+        events[slot.record].append(Event(entry.key, slot.rule, state, reason))
+    return events
 
 
 def _transitions(messages: Sequence[Message], outcomes: Sequence[Outcome]) -> list[Transition]:

@@ -90,6 +90,11 @@ class Sink(Plugin, abc.ABC):
         """The number as this provider wants it written."""
         return e164
 
+    @property
+    def in_flight(self) -> int:
+        """How many sends this sink makes at once: that many workers take its queued messages."""
+        return 4
+
     def cost(self, text: str) -> Cost | None:
         """What one message of this text costs at the provider; None when it costs nothing."""
         return None

@@ -101,6 +101,10 @@ class HttpSink(Sink):
         self._aborted = False
         self.redact = Redactor(config.secrets()).text  # for reasons: provider bodies may echo a key
 
+    @property
+    def in_flight(self) -> int:
+        return self.config.concurrency
+
     # -- for the provider modules -----------------------------------------------------------
 
     @abc.abstractmethod

@@ -22,8 +22,11 @@ from connector.plugins import Plugin
 from connector.web import HttpRoute
 
 Process = Callable[[Sequence[Record]], Awaitable[list[str | None]]]
-Accept = Callable[[Sequence[Record]], Awaitable[list[list[Event]]]]
-"""Claim durably and answer at once; the sends go on behind the ledger (webhook intake)."""
+AnswerNote = Callable[[list[list[Event]]], tuple[str, str, str]]
+"""A delivery's events as the note that answers it (scope, key, value)."""
+Accept = Callable[[Sequence[Record], AnswerNote | None], Awaitable[list[list[Event]]]]
+"""Claim durably and answer at once; the sends go on behind the ledger (webhook intake). The note,
+when given, is committed with the claims: the answer is durable together with what it answers."""
 Delivered = Callable[[str, int, int], None]
 """(source, HTTP status answered, records newly taken in): for the server's metrics."""
 

@@ -19,7 +19,7 @@ from typing import Any, Literal, Self
 import structlog
 from pydantic import SecretStr, field_validator, model_validator
 
-from connector.events import Record
+from connector.events import Event, Record
 from connector.types import STRICT
 from connector.web import HttpRoute
 from sources.base import Accept, Source, SourceConfigBase, SourceContext
@@ -164,17 +164,22 @@ class WebhookSource(Source):
         except BadDelivery as exc:
             log.info("webhook rejected", source=self.name, error=exc.answer.body["error"], detail=str(exc))
             return exc.answer
-        events = await accept(records)
-        listed = [
-            {"id": e.id, "record": index, "rule": e.rule, "state": e.state, "reason": e.reason}
-            for index, per_record in enumerate(events)
-            for e in per_record
-        ]
-        answer = Reply(202, {"delivery": delivery, "records": len(records), "events": listed}, len(records))
-        # Kept before it is given: a retry of this delivery must get this answer, not a second send.
-        await self.ctx.notes.set_note(scope, delivery, json.dumps({"status": 202, "body": answer.body}))
+
+        def answer(events: list[list[Event]]) -> dict[str, Any]:
+            listed = [
+                {"id": e.id, "record": index, "rule": e.rule, "state": e.state, "reason": e.reason}
+                for index, per_record in enumerate(events)
+                for e in per_record
+            ]
+            return {"delivery": delivery, "records": len(records), "events": listed}
+
+        def remember(events: list[list[Event]]) -> tuple[str, str, str]:
+            # Kept with the claims, before it is given: a retry gets this answer, not a second send.
+            return scope, delivery, json.dumps({"status": 202, "body": answer(events)})
+
+        events = await accept(records, remember)
         log.info("webhook accepted", source=self.name, delivery=delivery, records=len(records))
-        return answer
+        return Reply(202, answer(events), len(records))
 
     def records(self, delivery: str, payload: dict[str, Any]) -> list[Record]:
         rows: list[dict[str, Any]]

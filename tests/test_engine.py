@@ -240,8 +240,8 @@ async def test_sweeper_never_takes_a_fresh_claim_from_the_path_that_made_it(ledg
     real_claim = ledger.claim
     sweeps: list[Any] = []
 
-    async def claim_then_sweep(claims: Any) -> Any:
-        answers = await real_claim(claims)
+    async def claim_then_sweep(claims: Any, remember: Any = None) -> Any:
+        answers = await real_claim(claims, remember)
         sweeps.append(await eng.retry_pending())  # the sweeper wins the race to the rows
         return answers
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from connector.errors import ConfigError, ConfigProblem
-from connector.ledger.base import Claim, ClaimResult, Counts, Entry, Ledger, State, Transition
+from connector.ledger.base import Claim, ClaimResult, Counts, Entry, Ledger, Remember, State, Transition
 from connector.ledger.sqlite import SqliteLedger
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "Counts",
     "Entry",
     "Ledger",
+    "Remember",
     "State",
     "Transition",
     "open_ledger",

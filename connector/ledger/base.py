@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -79,10 +79,20 @@ class Counts:
     count: int
 
 
+Remember = Callable[[list[tuple[ClaimResult, Entry]]], tuple[str, str, str]]
+"""From the claims' results, a note to write in their own transaction: (scope, key, value)."""
+
+
 class Ledger(abc.ABC):
     @abc.abstractmethod
-    async def claim(self, claims: Sequence[Claim]) -> list[tuple[ClaimResult, Entry]]:
-        """Record intent for each claim in one transaction; answer what to do with each."""
+    async def claim(
+        self, claims: Sequence[Claim], remember: Remember | None = None
+    ) -> list[tuple[ClaimResult, Entry]]:
+        """Record intent for each claim in one transaction; answer what to do with each.
+
+        `remember`, when given, is called with the results inside that transaction and its note is
+        written with them: a webhook's answer is durable together with what it answers for.
+        """
 
     @abc.abstractmethod
     async def mark_sending(self, keys: Sequence[str]) -> None:

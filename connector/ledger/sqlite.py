@@ -27,6 +27,7 @@ from connector.ledger.base import (
     Counts,
     Entry,
     Ledger,
+    Remember,
     State,
     Transition,
 )
@@ -100,6 +101,23 @@ def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | No
         future.set_result(result)
 
 
+_Answer = tuple[_Job[Any], Any, BaseException | None]
+
+
+def _resolve_all(answers: list[_Answer]) -> None:
+    for job, result, error in answers:
+        _resolve(job.future, result, error)
+
+
+def _run_alone(conn: sqlite3.Connection, job: _Job[Any]) -> _Answer:
+    try:
+        result = job.work(conn)
+    except Exception as exc:  # noqa: BLE001 - handed back to that caller
+        conn.execute("ROLLBACK")
+        return job, None, exc
+    return job, result, None
+
+
 class SqliteLedger(Ledger):
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -157,28 +175,39 @@ class SqliteLedger(Ledger):
         conn.close()
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job[Any]]) -> None:
-        answers: list[tuple[_Job[Any], Any, BaseException | None]] = []
+        answers: list[_Answer] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for job in batch:
-                # A savepoint per job: one caller's bad input never undoes another's work.
-                conn.execute("SAVEPOINT job")
-                try:
-                    result = job.work(conn)
-                except Exception as exc:  # noqa: BLE001 - handed back to that caller
-                    conn.execute("ROLLBACK TO job")
-                    answers.append((job, None, exc))
-                else:
-                    answers.append((job, result, None))
-                conn.execute("RELEASE job")
-            conn.execute("COMMIT")
+            if len(batch) == 1:
+                # Alone in its transaction, a job needs no savepoint: two statements fewer, and each
+                # statement hands the GIL to the event loop and has to win it back.
+                answers.append(_run_alone(conn, batch[0]))
+            else:
+                for job in batch:
+                    # A savepoint per job: one caller's bad input never undoes another's work.
+                    conn.execute("SAVEPOINT job")
+                    try:
+                        result = job.work(conn)
+                    except Exception as exc:  # noqa: BLE001 - handed back to that caller
+                        conn.execute("ROLLBACK TO job")
+                        answers.append((job, None, exc))
+                    else:
+                        answers.append((job, result, None))
+                    conn.execute("RELEASE job")
+            if conn.in_transaction:
+                conn.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             log.error("ledger commit failed", error=str(exc), jobs=len(batch))
             answers = [(job, None, exc) for job in batch]
-        for job, result, error in answers:
-            job.loop.call_soon_threadsafe(_resolve, job.future, result, error)
+        # One wake-up of each caller's loop per batch, not one per job: each costs a write to the
+        # loop's self-pipe and a round of the GIL.
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Answer]] = {}
+        for answer in answers:
+            by_loop.setdefault(answer[0].loop, []).append(answer)
+        for loop, settled in by_loop.items():
+            loop.call_soon_threadsafe(_resolve_all, settled)
 
     async def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
@@ -190,9 +219,18 @@ class SqliteLedger(Ledger):
 
     # -- the interface -----------------------------------------------------------------------
 
-    async def claim(self, claims: Sequence[Claim]) -> list[tuple[ClaimResult, Entry]]:
+    async def claim(
+        self, claims: Sequence[Claim], remember: Remember | None = None
+    ) -> list[tuple[ClaimResult, Entry]]:
         now = time.time()
-        return await self._call(lambda conn: _claim_all(conn, claims, now))
+
+        def work(conn: sqlite3.Connection) -> list[tuple[ClaimResult, Entry]]:
+            answers = _claim_all(conn, claims, now) if claims else []
+            if remember is not None:
+                _set_note(conn, *remember(answers))
+            return answers
+
+        return await self._call(work)
 
     async def mark_sending(self, keys: Sequence[str]) -> None:
         now = time.time()
@@ -286,13 +324,7 @@ class SqliteLedger(Ledger):
         return await self._call(work)
 
     async def set_note(self, scope: str, key: str, value: str) -> None:
-        await self._call(
-            lambda conn: conn.execute(
-                "INSERT INTO notes VALUES (?, ?, ?) "
-                "ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
-                (scope, key, value),
-            )
-        )
+        await self._call(lambda conn: _set_note(conn, scope, key, value))
 
     async def ping(self) -> None:
         await self._call(lambda conn: conn.execute("SELECT 1").fetchone())
@@ -306,6 +338,13 @@ class SqliteLedger(Ledger):
 
 
 _LOOKUP_CHUNK = 500  # keys per IN (...) lookup: well under SQLite's bound on variables
+
+
+def _set_note(conn: sqlite3.Connection, scope: str, key: str, value: str) -> None:
+    conn.execute(
+        "INSERT INTO notes VALUES (?, ?, ?) ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
+        (scope, key, value),
+    )
 
 
 def _claim_all(
