@@ -36,8 +36,18 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check connector sources sinks tests bench
 	$(BIN)/mypy
 
+# `make bench` runs them all; `make bench webhook` (or csv, send, memory, latency, sheets) just those.
+BENCHES := csv send memory latency sheets webhook
+BENCH_GOALS := $(filter $(BENCHES),$(MAKECMDGOALS))
+
 bench: $(VENV)/.installed-dev
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_GOALS)
+
+ifneq ($(filter bench,$(MAKECMDGOALS)),)
+.PHONY: $(BENCHES)
+$(BENCHES):
+	@:
+endif
 
 # The newest versions pyproject allows, resolved without the lock in a throw-away venv, written to
 # the lock, then the whole suite against exactly that venv: a broken upgrade fails here, and

@@ -9,7 +9,6 @@ shape, but no ledger and no sends: what `connector run` costs beyond this is the
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import json
 import socket
@@ -21,6 +20,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from connector.cli import run_loop
 
 HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 
@@ -70,7 +71,13 @@ def main() -> None:
     )
     server = uvicorn.Server(config)
     print(f"listening on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
-    asyncio.run(server.serve(sockets=[sock]))
+    # The same event loop as `connector run` (connector/cli.py run_loop): a like-for-like yardstick.
+    run_loop(_serve(server, sock))
+
+
+async def _serve(server: uvicorn.Server, sock: socket.socket) -> int:
+    await server.serve(sockets=[sock])
+    return 0
 
 
 if __name__ == "__main__":

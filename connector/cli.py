@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 import structlog
 
@@ -54,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for warning in loaded.warnings:
         log.warning("config warning", problem=str(warning))
     try:
-        return asyncio.run(_dispatch(args, loaded))
+        return run_loop(_dispatch(args, loaded))
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -65,6 +66,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """asyncio on uvloop where it is installed (Linux, macOS): the same asyncio API, with its event
+    loop and sockets in C, which about halves what the HTTP intake costs per request."""
+    try:
+        import uvloop  # noqa: PLC0415 - optional at run time
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 async def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:

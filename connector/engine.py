@@ -56,6 +56,9 @@ class _Slot:
 
 
 SendPlan = dict[str, list[tuple[_Slot, Entry]]]
+_Row = tuple[str, str, str, str, str, str, str, str, str, int, float, float]
+"""An Entry as a tuple of plain values, while it waits in a send queue: the garbage collector stops
+tracking such tuples, so thousands of queued messages add nothing to every full collection."""
 _Note = Callable[[list[_Slot], list[tuple[ClaimResult, Entry]]], tuple[str, str, str]]
 
 SendObserver = Callable[[str, Sequence[Outcome], float | None], None]
@@ -81,8 +84,8 @@ class Engine:
         # `ledger.pending(claimed_before=...)`, which never offers a fresh claim to the sweeper.
         self._inflight: set[str] = set()
         self.started_at = time.time()
-        self._queued: SendQueues[list[tuple[_Slot, Entry]]] = SendQueues(
-            self._send, lambda sink: self.sinks[sink].in_flight
+        self._queued: SendQueues[tuple[_Row, ...]] = SendQueues(
+            self._send_queued, lambda sink: self.sinks[sink].in_flight
         )
         self.observer = observer
 
@@ -118,7 +121,11 @@ class Engine:
             return remember(_events(count, ((s, r is ClaimResult.DUPLICATE, e) for s, (r, e) in found)))
 
         _, slots, plan = await self._claim_records(records, note if remember is not None else None)
-        refused = [pairs for sink, pairs in plan.items() if not self._queued.put(sink, pairs)]
+        refused = []
+        for sink, pairs in plan.items():
+            rows = tuple(_row(entry) for _, entry in pairs)
+            if not self._queued.put(sink, rows):
+                refused.append(rows)
         if refused:  # stopping: taken in, and left for the next start
             await self._leave_pending(refused)
         return _events(count, ((s, s.duplicate, s.entry) for s in slots if s.entry is not None))
@@ -137,13 +144,16 @@ class Engine:
         start, saying so. Answers how many."""
         left = self._queued.stop()
         await self._leave_pending(left)
-        return sum(len(pairs) for pairs in left)
+        return sum(len(rows) for rows in left)
 
-    async def _leave_pending(self, plans: Sequence[list[tuple[_Slot, Entry]]]) -> None:
-        entries = [entry for pairs in plans for _, entry in pairs]
-        self._inflight.difference_update(e.key for e in entries)
-        if entries:
-            await self.ledger.record([Transition(e.key, State.PENDING, STOPPED) for e in entries])
+    async def _leave_pending(self, queued: Sequence[tuple[_Row, ...]]) -> None:
+        keys = [row[0] for rows in queued for row in rows]
+        self._inflight.difference_update(keys)
+        if keys:
+            await self.ledger.record([Transition(key, State.PENDING, STOPPED) for key in keys])
+
+    async def _send_queued(self, sink_name: str, rows: tuple[_Row, ...]) -> None:
+        await self._send_reserved(sink_name, [_entry(row) for row in rows])
 
     async def _claim_records(
         self, records: Sequence[Record], note: _Note | None = None
@@ -287,6 +297,27 @@ def _events(count: int, found: Iterable[tuple[_Slot, bool, Entry]]) -> list[list
         reason = of_duplicate(entry) if duplicate else entry.detail
         events[slot.record].append(Event(entry.key, slot.rule, state, reason))
     return events
+
+
+def _row(e: Entry) -> _Row:
+    return (
+        e.key,
+        e.source,
+        e.rule,
+        e.sink,
+        e.origin,
+        e.recipient,
+        e.text,
+        e.state.value,
+        e.detail,
+        e.attempts,
+        e.created_at,
+        e.updated_at,
+    )
+
+
+def _entry(r: _Row) -> Entry:
+    return Entry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], State(r[7]), r[8], r[9], r[10], r[11])
 
 
 def _transitions(messages: Sequence[Message], outcomes: Sequence[Outcome]) -> list[Transition]:

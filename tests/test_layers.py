@@ -39,6 +39,7 @@ KERNEL = (
 APPLICATION = (
     "connector.__main__",
     "connector.engine",
+    "connector.send_queue",
     "connector.runtime",
     "connector.server",
     "connector.config",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from pathlib import Path
@@ -162,3 +163,24 @@ async def test_entries_by_key(ledger: Ledger) -> None:
     await ledger.claim([claim("a"), claim("b", "f:3")])
     assert {e.key for e in await ledger.entries(["a", "b", "missing"])} == {"a", "b"}
     assert await ledger.entries([]) == []
+
+
+async def test_the_log_is_checkpointed_off_the_writer(ledger: Ledger, tmp_path: Path) -> None:
+    # The writer never checkpoints inside a commit (that stalled every send queued behind it); the
+    # checkpoint thread copies the log into the database file itself within about a second. Seen
+    # from outside: a copy of the database file alone, without its -wal, holds the rows.
+    await ledger.claim([claim(f"k{i}", f"f1:{i}") for i in range(200)])
+    database = tmp_path / "state" / "ledger.db"
+    alone = tmp_path / "alone.db"
+    deadline = time.monotonic() + 10
+    while True:
+        alone.write_bytes(database.read_bytes())
+        try:
+            with contextlib.closing(sqlite3.connect(alone)) as db:
+                rows = db.execute("SELECT count(*) FROM sends").fetchone()[0]
+        except sqlite3.DatabaseError:  # caught mid-checkpoint, or the table not copied yet
+            rows = 0
+        if rows == 200:
+            break
+        assert time.monotonic() < deadline, f"{rows} of 200 rows in the database file after 10 s"
+        await asyncio.sleep(0.2)

@@ -31,6 +31,7 @@ from connector.ledger.base import (
     State,
     Transition,
 )
+from connector.ledger.checkpoint import Checkpointer
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -126,6 +127,7 @@ class SqliteLedger(Ledger):
         self._open_error: BaseException | None = None
         self._thread = threading.Thread(target=self._serve, name="ledger-writer", daemon=True)
         self._closed = False
+        self._checkpoints = Checkpointer(path)
 
     @classmethod
     async def open(cls, path: Path) -> SqliteLedger:
@@ -134,6 +136,7 @@ class SqliteLedger(Ledger):
         await asyncio.to_thread(ledger._ready.wait)
         if ledger._open_error is not None:
             raise ledger._open_error
+        ledger._checkpoints.start()
         return ledger
 
     # -- the writer thread -------------------------------------------------------------------
@@ -145,6 +148,7 @@ class SqliteLedger(Ledger):
         # FULL: a committed `sending` survives power loss too, not only a killed process.
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # done by the Checkpointer, off this thread
         conn.executescript(SCHEMA)
         return conn
 
@@ -333,6 +337,7 @@ class SqliteLedger(Ledger):
         if self._closed:
             return
         self._closed = True
+        await asyncio.to_thread(self._checkpoints.stop)
         self._jobs.put(None)
         await asyncio.to_thread(self._thread.join)
 
