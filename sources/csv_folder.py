@@ -44,6 +44,7 @@ from sources.csv_files import (
     results_name,
     rewrite_statuses,
 )
+from sources.csv_progress import Progress
 from sources.csv_watch import FolderEvents, Settling
 
 log = structlog.get_logger(__name__)
@@ -235,7 +236,7 @@ class CsvFolderSource(Source):
             RowReader, path, layout, source=self.name, file_id=file_id, chunk_rows=self.chunk_rows
         )
         in_flight: _InFlight = deque()
-        progress = _Progress(self.name, path.name, layout.data_rows, self.progress_every)
+        progress = Progress(self.name, path.name, layout.data_rows, self.progress_every)
         try:
             while True:
                 if self.ctx.stopping.is_set():
@@ -403,33 +404,3 @@ def _changed(before: os.stat_result, after: os.stat_result) -> bool:
         after.st_mtime_ns,
         after.st_ino,
     )
-
-
-class _Progress:
-    """A log line every few seconds while a long file is processed."""
-
-    def __init__(self, source: str, file: str, total: int, every: float) -> None:
-        self._source, self._file, self._total, self._every = source, file, total, every
-        self._start = self._last = time.monotonic()
-        self.rows = 0
-
-    def add(self, rows: int) -> None:
-        self.rows += rows
-        now = time.monotonic()
-        if now - self._last >= self._every:
-            self._last = now
-            log.info("csv progress", **self._figures(now))
-
-    def done(self) -> None:
-        if self._last != self._start:  # only files long enough to have shown progress
-            log.info("csv file read", **self._figures(time.monotonic()))
-
-    def _figures(self, now: float) -> dict[str, object]:
-        elapsed = max(now - self._start, 1e-9)
-        return {
-            "source": self._source,
-            "file": self._file,
-            "rows_done": self.rows,
-            "rows_total": self._total,
-            "rows_per_s": round(self.rows / elapsed),
-        }

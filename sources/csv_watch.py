@@ -19,7 +19,7 @@ from typing import Protocol
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
-from sources.csv_files import is_candidate
+from sources.csv_names import is_candidate
 
 
 @dataclass(slots=True)

@@ -32,6 +32,7 @@ from connector.ledger.base import (
     Transition,
 )
 from connector.ledger.checkpoint import Checkpointer
+from connector.ledger.claims import COLUMNS, LOOKUP_CHUNK, claim_all, entry_of
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -65,25 +66,6 @@ CREATE TABLE IF NOT EXISTS notes (
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('schema', '1');
 """
-
-_COLUMNS = "key, source, rule, sink, origin, recipient, text, state, detail, attempts, created_at, updated_at"
-
-
-def _entry(row: Sequence[Any]) -> Entry:
-    return Entry(
-        key=row[0],
-        source=row[1],
-        rule=row[2],
-        sink=row[3],
-        origin=row[4],
-        recipient=row[5],
-        text=row[6],
-        state=State(row[7]),
-        detail=row[8],
-        attempts=row[9],
-        created_at=row[10],
-        updated_at=row[11],
-    )
 
 
 @dataclass(slots=True)
@@ -229,7 +211,7 @@ class SqliteLedger(Ledger):
         now = time.time()
 
         def work(conn: sqlite3.Connection) -> list[tuple[ClaimResult, Entry]]:
-            answers = _claim_all(conn, claims, now) if claims else []
+            answers = claim_all(conn, claims, now) if claims else []
             if remember is not None:
                 _set_note(conn, *remember(answers))
             return answers
@@ -277,22 +259,22 @@ class SqliteLedger(Ledger):
 
         def work(conn: sqlite3.Connection) -> list[Entry]:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM sends WHERE state = 'pending' AND sink IN ({marks}) "  # noqa: S608 - placeholders only
+                f"SELECT {COLUMNS} FROM sends WHERE state = 'pending' AND sink IN ({marks}) "  # noqa: S608 - placeholders only
                 "AND (detail != '' OR created_at < ?) ORDER BY created_at LIMIT ?",
                 [*sinks, claimed_before, limit],
             ).fetchall()
-            return [_entry(r) for r in rows]
+            return [entry_of(r) for r in rows]
 
         return await self._call(work) if sinks else []
 
     async def entries(self, keys: Sequence[str]) -> list[Entry]:
         def work(conn: sqlite3.Connection) -> list[Entry]:
             found: list[Entry] = []
-            for start in range(0, len(keys), _LOOKUP_CHUNK):
-                part = list(keys[start : start + _LOOKUP_CHUNK])
+            for start in range(0, len(keys), LOOKUP_CHUNK):
+                part = list(keys[start : start + LOOKUP_CHUNK])
                 marks = ",".join("?" * len(part))
-                rows = conn.execute(f"SELECT {_COLUMNS} FROM sends WHERE key IN ({marks})", part)  # noqa: S608
-                found.extend(_entry(r) for r in rows)
+                rows = conn.execute(f"SELECT {COLUMNS} FROM sends WHERE key IN ({marks})", part)  # noqa: S608
+                found.extend(entry_of(r) for r in rows)
             return found
 
         return await self._call(work) if keys else []
@@ -312,11 +294,11 @@ class SqliteLedger(Ledger):
 
         def work(conn: sqlite3.Connection) -> list[Entry]:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM sends WHERE state IN ({marks}) "  # noqa: S608 - placeholders only
+                f"SELECT {COLUMNS} FROM sends WHERE state IN ({marks}) "  # noqa: S608 - placeholders only
                 "ORDER BY updated_at DESC LIMIT ?",
                 [*(s.value for s in states), limit],
             ).fetchall()
-            return [_entry(r) for r in rows]
+            return [entry_of(r) for r in rows]
 
         return await self._call(work)
 
@@ -342,71 +324,8 @@ class SqliteLedger(Ledger):
         await asyncio.to_thread(self._thread.join)
 
 
-_LOOKUP_CHUNK = 500  # keys per IN (...) lookup: well under SQLite's bound on variables
-
-
 def _set_note(conn: sqlite3.Connection, scope: str, key: str, value: str) -> None:
     conn.execute(
         "INSERT INTO notes VALUES (?, ?, ?) ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
         (scope, key, value),
     )
-
-
-def _claim_all(
-    conn: sqlite3.Connection, claims: Sequence[Claim], now: float
-) -> list[tuple[ClaimResult, Entry]]:
-    """Decide every claim of a batch with one lookup per 500 keys and one insert statement.
-
-    `known` is updated as the batch is decided, so two records of the same batch that claim the
-    same key are told apart exactly as if they had come in two batches.
-    """
-    keys = list({c.key for c in claims})
-    known: dict[str, tuple[Entry, float | None]] = {}
-    for start in range(0, len(keys), _LOOKUP_CHUNK):
-        part = keys[start : start + _LOOKUP_CHUNK]
-        marks = ",".join("?" * len(part))
-        for row in conn.execute(f"SELECT {_COLUMNS}, expires_at FROM sends WHERE key IN ({marks})", part):  # noqa: S608
-            known[row[0]] = (_entry(row), row[12])
-    answers: list[tuple[ClaimResult, Entry]] = []
-    inserts: list[tuple[Any, ...]] = []
-    for c in claims:
-        found = known.get(c.key)
-        if found is not None:
-            existing, expires_at = found
-            expired = expires_at is not None and expires_at < now
-            same_record = existing.origin == c.origin
-            retry_failed = existing.state is State.FAILED and not same_record
-            # `resend` never interrupts a send in flight: that is how two SMS would go out.
-            forced = c.force and existing.state is not State.SENDING
-            if not (expired or retry_failed or forced):
-                answers.append(((ClaimResult.RESUME if same_record else ClaimResult.DUPLICATE), existing))
-                continue
-        state = State.FAILED if c.failed is not None else State.PENDING
-        detail = c.failed or ""
-        entry = Entry(
-            c.key, c.source, c.rule, c.sink, c.origin, c.recipient, c.text, state, detail, 0, now, now
-        )
-        inserts.append(
-            (
-                c.key,
-                c.source,
-                c.rule,
-                c.sink,
-                c.origin,
-                c.recipient,
-                c.text,
-                state.value,
-                detail,
-                now,
-                now,
-                c.expires_at,
-            )
-        )
-        known[c.key] = (entry, c.expires_at)
-        answers.append((ClaimResult.NEW, entry))
-    conn.executemany(
-        "INSERT OR REPLACE INTO sends (key, source, rule, sink, origin, recipient, text, state, detail, "
-        "attempts, created_at, updated_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
-        inserts,
-    )
-    return answers
