@@ -149,15 +149,22 @@ class HttpSink(Sink):
 
     async def attempt(self, group: Sequence[Message], on_sending: SendingHook) -> Verdict:
         """Send `group` until its answer is final, or the retry time is spent (connector/retry.py)."""
-        kinds: list[Kind] = []  # of every try: an earlier ambiguous one may have been paid for
+        began = time.monotonic()
+        first = await self._once(group, on_sending)
+        if not self._worth_retrying(first):
+            return first  # nearly every send: no retry machinery is built for it
+        kinds: list[Kind] = [first.kind]  # of every try: an earlier ambiguous one may have been paid for
+        answered: list[Verdict] = [first]  # the first try is tenacity's first attempt, already made
 
         async def one_try() -> Verdict:
+            if answered:
+                return answered.pop()
             verdict = await self._once(group, on_sending)
             kinds.append(verdict.kind)
             return verdict
 
         def give_up(state: RetryCallState) -> Verdict:
-            verdict: Verdict = state.outcome.result() if state.outcome is not None else Verdict(Kind.BUSY, "")
+            verdict: Verdict = state.outcome.result() if state.outcome is not None else first
             reason = f"provider unavailable: {verdict.detail} after {state.attempt_number} attempts"
             if not self.paused:  # the other groups of the batch give up too: one pause
                 self.pause(reason)
@@ -168,7 +175,7 @@ class HttpSink(Sink):
         retrying = AsyncRetrying(
             retry=retry_if_result(self._worth_retrying),
             wait=Backoff(self.first_wait, self.longest_wait).wait_strategy(_asked_wait),
-            stop=stop_before_delay(self.config.max_retry_time),
+            stop=stop_before_delay(self.config.max_retry_time - (time.monotonic() - began)),
             sleep=self._rest,
             before_sleep=self._log_retry,
             retry_error_callback=give_up,
