@@ -91,7 +91,7 @@ class Runtime:
         try:
             sinks = build_sinks(loaded, client)
             metrics = Metrics()
-            engine = Engine(rules, sinks, ledger, observer=metrics.observe_send)
+            engine = Engine(rules, sinks, ledger)
             stopping = asyncio.Event()
             ctx = SourceContext(
                 process=engine.process,
@@ -251,6 +251,7 @@ class Runtime:
 
     async def _serve(self) -> HttpServer:
         """`server.host:port`: the server's own endpoints and every route a source contributes."""
+        self.engine.observer = self.metrics.observe_send  # counted only where /metrics shows them
         routes = [route for source in self.sources.values() for route in source.routes()]
         config = self.loaded.config.server
         server = HttpServer(build_app(self.engine, routes, self.metrics), config.host, config.port)
