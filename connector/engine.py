@@ -114,11 +114,13 @@ class Engine:
         `remember` turns the events into a note (the webhook's answer) committed with the claims.
         """
         count = len(records)
+        noted: list[list[list[Event]]] = []  # the events the note was made of, made once
 
         def note(slots: list[_Slot], answers: list[tuple[ClaimResult, Entry]]) -> tuple[str, str, str]:
             assert remember is not None
             found = zip(slots, answers, strict=True)
-            return remember(_events(count, ((s, r is ClaimResult.DUPLICATE, e) for s, (r, e) in found)))
+            noted.append(_events(count, ((s, r is ClaimResult.DUPLICATE, e) for s, (r, e) in found)))
+            return remember(noted[0])
 
         _, slots, plan = await self._claim_records(records, note if remember is not None else None)
         refused = []
@@ -128,6 +130,8 @@ class Engine:
                 refused.append(rows)
         if refused:  # stopping: taken in, and left for the next start
             await self._leave_pending(refused)
+        if noted:
+            return noted[0]
         return _events(count, ((s, s.duplicate, s.entry) for s in slots if s.entry is not None))
 
     @property

@@ -123,34 +123,27 @@ class Runtime:
         names of the refused sinks are answered: `once` exits 1 for them. A provider that cannot be
         reached right now is only a warning: the sends are retried like any other.
         """
-        refused: list[str] = []
-        for name, sink in self.sinks.items():
-            try:
-                summary = await sink.check()
-            except AccountError as exc:
-                sink.pause(str(exc))
-                refused.append(name)
-            except (SinkError, httpx.HTTPError) as exc:
-                log.warning("cannot verify the sink's account now; carrying on", sink=name, error=str(exc))
-            else:
-                log.info("sink ready", sink=name, account=summary)
-        return refused
+        return [name for name, sink in self.sinks.items() if await self._ask_account(name, sink) is False]
 
     async def recheck_paused_sinks(self) -> None:
         """A sink paused for its account is asked again (without sending) before its messages go."""
         for name, sink in self.sinks.items():
-            if not sink.recheck_due:
-                continue
-            try:
-                await sink.check()
-            except AccountError as exc:
-                sink.pause(str(exc))
-            except (SinkError, httpx.HTTPError) as exc:
-                log.warning(
-                    "cannot re-check the sink's account; its messages will tell", sink=name, error=str(exc)
-                )
-            else:
+            if sink.recheck_due and await self._ask_account(name, sink):
                 sink.resume()
+
+    async def _ask_account(self, name: str, sink: Sink) -> bool | None:
+        """True: the provider takes the account; False: it refused (the sink is paused for it);
+        None: no answer now (the sends will tell)."""
+        try:
+            summary = await sink.check()
+        except AccountError as exc:
+            sink.pause(str(exc))
+            return False
+        except (SinkError, httpx.HTTPError) as exc:
+            log.warning("cannot check the sink's account now; carrying on", sink=name, error=str(exc))
+            return None
+        log.info("sink ready", sink=name, account=summary)
+        return True
 
     async def close(self) -> None:
         for sink in self.sinks.values():

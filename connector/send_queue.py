@@ -27,7 +27,7 @@ class SendQueues(Generic[Item]):
         self._send = send
         self._workers_for = workers
         self._queues: dict[str, asyncio.Queue[Item | None]] = {}
-        self._workers: list[asyncio.Task[None]] = []
+        self._workers: dict[str, list[asyncio.Task[None]]] = {}
         self._stopped = False
 
     def put(self, sink: str, item: Item) -> bool:
@@ -37,28 +37,29 @@ class SendQueues(Generic[Item]):
         queue = self._queues.get(sink)
         if queue is None:
             queue = self._queues[sink] = asyncio.Queue()
-            for n in range(max(1, self._workers_for(sink))):
-                worker = asyncio.create_task(self._work(sink, queue), name=f"send:{sink}:{n}")
-                self._workers.append(worker)
+            self._workers[sink] = [
+                asyncio.create_task(self._work(sink, queue), name=f"send:{sink}:{n}")
+                for n in range(max(1, self._workers_for(sink)))
+            ]
         queue.put_nowait(item)
         return True
 
     @property
     def workers(self) -> Sequence[asyncio.Task[None]]:
-        return tuple(w for w in self._workers if not w.done())
+        return tuple(w for workers in self._workers.values() for w in workers if not w.done())
 
     def stop(self) -> list[Item]:
         """Nothing more is taken; answers what was still queued. Idle workers end at once."""
         self._stopped = True
         left: list[Item] = []
-        for queue in self._queues.values():
+        for sink, queue in self._queues.items():
             while not queue.empty():
                 item = queue.get_nowait()
                 queue.task_done()
                 if item is not None:
                     left.append(item)
-            for _ in range(len(self._workers)):
-                queue.put_nowait(None)  # one end mark per worker that may wait on this queue
+            for _ in self._workers[sink]:
+                queue.put_nowait(None)  # one end mark per worker of this queue
         return left
 
     async def join(self) -> None:

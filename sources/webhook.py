@@ -173,13 +173,16 @@ class WebhookSource(Source):
             ]
             return {"delivery": delivery, "records": len(records), "events": listed}
 
+        answered: list[dict[str, Any]] = []
+
         def remember(events: list[list[Event]]) -> tuple[str, str, str]:
             # Kept with the claims, before it is given: a retry gets this answer, not a second send.
-            return scope, delivery, json.dumps({"status": 202, "body": answer(events)})
+            answered.append(answer(events))
+            return scope, delivery, json.dumps({"status": 202, "body": answered[0]})
 
         events = await accept(records, remember)
         log.info("webhook accepted", source=self.name, delivery=delivery, records=len(records))
-        return Reply(202, answer(events), len(records))
+        return Reply(202, answered[0] if answered else answer(events), len(records))
 
     def records(self, delivery: str, payload: dict[str, Any]) -> list[Record]:
         rows: list[dict[str, Any]]
