@@ -88,6 +88,7 @@ class Product:
 
     async def __aenter__(self) -> Product:
         ledger = await open_ledger("sqlite:///ledger.db", self.folder)
+        await ledger.join()
         self._stack.push_async_callback(ledger.close)
         client = httpx.AsyncClient()
         self._stack.push_async_callback(client.aclose)

@@ -64,6 +64,12 @@ class _NoNotes:
     async def set_note(self, scope: str, key: str, value: str) -> None:
         return None
 
+    async def notes_in(self, scope: str) -> dict[str, str]:
+        return {}
+
+    async def drop_notes(self, scope: str, keys: Sequence[str]) -> None:
+        return None
+
 
 async def _refuse(records: Sequence[Record]) -> list[str | None]:
     raise ConnectorError("read-only command: nothing is processed")

@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Collection, Mapping
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from connector.rules import RuleConfig
 from connector.types import STRICT, Duration
@@ -22,6 +22,22 @@ class ServerConfig(BaseModel):
     port: int = Field(default=8080, ge=0, le=65535)
 
 
+class InstanceConfig(BaseModel):
+    """This process as one of several sharing the ledger (SPEC "Several processes and instances")."""
+
+    model_config = STRICT
+    # A process silent this long (dead, hung, paused) loses what it holds to the others: its
+    # messages on the wire become `unknown`, the rest, its files and its polls are taken over.
+    lease: Duration = 30.0
+
+    @field_validator("lease")
+    @classmethod
+    def _long_enough(cls, value: float) -> float:
+        if value < 1:
+            raise ValueError("a lease shorter than 1s would lapse between two renewals")
+        return value
+
+
 class LogConfig(BaseModel):
     model_config = STRICT
     format: Literal["console", "json"] = "console"
@@ -35,6 +51,7 @@ class ConnectorConfig(BaseModel):
     log: LogConfig = LogConfig()
     # SIGTERM: requests already sent get this long to be answered; queued sends stay pending.
     shutdown_grace: Duration = 10.0
+    instance: InstanceConfig = InstanceConfig()
     sinks: dict[str, SinkConfig] = Field(default_factory=dict)
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
     rules: list[RuleConfig] = Field(default_factory=list)

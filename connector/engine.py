@@ -8,7 +8,6 @@ runtime hands back to the sources.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import time
 from collections import defaultdict
@@ -18,12 +17,12 @@ from dataclasses import dataclass
 import structlog
 
 from connector.events import Event, Message, Outcome, OutcomeKind, Record
-from connector.ledger import Claim, ClaimResult, Entry, Ledger, Remember, State, Transition
+from connector.ledger import Claim, Claimed, ClaimResult, Delivery, Entry, Ledger, State, Transition
 from connector.rules import CompiledRule
 from connector.send_queue import SendQueues
 from connector.status import failed, is_resend, of_duplicate, of_entry
 from sinks.base import STOPPED, Sink
-from sources.base import AnswerNote
+from sources.base import Accepted, DeliveryNote
 
 log = structlog.get_logger(__name__)
 
@@ -32,7 +31,9 @@ _STATE_OF = {
     OutcomeKind.FAILED: State.FAILED,
     OutcomeKind.HELD: State.PENDING,
     OutcomeKind.UNKNOWN: State.UNKNOWN,
+    OutcomeKind.LOST: State.PENDING,  # never recorded: the status only, until its new owner sends it
 }
+TAKEN_OVER = "another instance took it over; it sends it"
 
 
 def identity_key(*parts: str) -> str:
@@ -59,7 +60,6 @@ SendPlan = dict[str, list[tuple[_Slot, Entry]]]
 _Row = tuple[str, str, str, str, str, str, str, str, str, int, float, float]
 """An Entry as a tuple of plain values, while it waits in a send queue: the garbage collector stops
 tracking such tuples, so thousands of queued messages add nothing to every full collection."""
-_Note = Callable[[list[_Slot], list[tuple[ClaimResult, Entry]]], tuple[str, str, str]]
 
 SendObserver = Callable[[str, Sequence[Outcome], float | None], None]
 """(sink, outcomes of one request, seconds the request took or None when none left): metrics."""
@@ -80,10 +80,9 @@ class Engine:
             for source in rule.sources:
                 self._rules[source].append(rule)
         # Keys being sent by this process. Reserved synchronously, right after the ledger answered,
-        # so two paths of this process never send one key; other processes are kept off by
-        # `ledger.pending(claimed_before=...)`, which never offers a fresh claim to the sweeper.
+        # so two paths of this process never send one key; other processes are kept off by the
+        # ledger, where each open message has one owner and only the owner can mark it `sending`.
         self._inflight: set[str] = set()
-        self.started_at = time.time()
         self._queued: SendQueues[tuple[_Row, ...]] = SendQueues(
             self._send_queued, lambda sink: self.sinks[sink].in_flight
         )
@@ -94,7 +93,7 @@ class Engine:
 
     async def process(self, records: Sequence[Record]) -> list[str | None]:
         """Rules, ledger and sends for a batch; one status per record once all are settled."""
-        statuses, slots, plan = await self._claim_records(records)
+        statuses, slots, plan, _ = await self._claim_records(records)
         if plan:
             await asyncio.gather(*(self._send(sink, pairs) for sink, pairs in plan.items()))
         by_record: dict[int, list[_Slot]] = defaultdict(list)
@@ -104,25 +103,15 @@ class Engine:
             statuses[index] = _combine(record_slots)
         return statuses
 
-    async def accept(
-        self, records: Sequence[Record], remember: AnswerNote | None = None
-    ) -> list[list[Event]]:
+    async def accept(self, records: Sequence[Record], note: DeliveryNote) -> Accepted:
         """Claim durably and answer at once; the sends go on behind the ledger (webhook intake).
 
-        When this returns, every record's intent is committed: a crash now is recovered by the
-        sweeper of the next process (the claims are older than it), never lost, never doubled.
-        `remember` turns the events into a note (the webhook's answer) committed with the claims.
+        When this returns, every record's intent is committed with the delivery's answer: a crash
+        now is recovered when this instance's lease lapses (another takes its claims), never lost,
+        never doubled. A delivery recorded before is answered as it was the first time, and only
+        what it left pending with no live owner is sent.
         """
-        count = len(records)
-        noted: list[list[list[Event]]] = []  # the events the note was made of, made once
-
-        def note(slots: list[_Slot], answers: list[tuple[ClaimResult, Entry]]) -> tuple[str, str, str]:
-            assert remember is not None
-            found = zip(slots, answers, strict=True)
-            noted.append(_events(count, ((s, r is ClaimResult.DUPLICATE, e) for s, (r, e) in found)))
-            return remember(noted[0])
-
-        _, slots, plan = await self._claim_records(records, note if remember is not None else None)
+        _, _, plan, claimed = await self._claim_records(records, note)
         refused = []
         for sink, pairs in plan.items():
             rows = tuple(_row(entry) for _, entry in pairs)
@@ -130,9 +119,10 @@ class Engine:
                 refused.append(rows)
         if refused:  # stopping: taken in, and left for the next start
             await self._leave_pending(refused)
-        if noted:
-            return noted[0]
-        return _events(count, ((s, s.duplicate, s.entry) for s in slots if s.entry is not None))
+        if claimed.replayed is not None:
+            return Accepted(claimed.replayed, replayed=True)
+        assert claimed.note is not None
+        return Accepted(claimed.note, replayed=False)
 
     @property
     def background(self) -> Sequence[asyncio.Task[None]]:
@@ -160,8 +150,8 @@ class Engine:
         await self._send_reserved(sink_name, [_entry(row) for row in rows])
 
     async def _claim_records(
-        self, records: Sequence[Record], note: _Note | None = None
-    ) -> tuple[list[str | None], list[_Slot], SendPlan]:
+        self, records: Sequence[Record], note: DeliveryNote | None = None
+    ) -> tuple[list[str | None], list[_Slot], SendPlan, Claimed]:
         statuses: list[str | None] = [None] * len(records)
         slots: list[_Slot] = []
         claims: list[Claim] = []
@@ -179,8 +169,10 @@ class Engine:
                     continue
                 claims.append(self._claim(record, rule, decision.to, decision.text, decision.problem, now))
                 slots.append(_Slot(index, rule.name))
-        plan = await self._reserve(slots, claims, note) if claims or note is not None else {}
-        return statuses, slots, plan
+        if not claims and note is None:
+            return statuses, slots, {}, Claimed([])
+        plan, claimed = await self._reserve(len(records), slots, claims, note)
+        return statuses, slots, plan, claimed
 
     def _claim(
         self,
@@ -212,24 +204,47 @@ class Engine:
             failed=problem,
         )
 
-    async def _reserve(self, slots: list[_Slot], claims: list[Claim], note: _Note | None) -> SendPlan:
+    async def _reserve(
+        self, count: int, slots: list[_Slot], claims: list[Claim], note: DeliveryNote | None
+    ) -> tuple[SendPlan, Claimed]:
         """Claim, then reserve what to send before anything else runs on the loop."""
-        remember: Remember | None = None
+        delivery = None
         if note is not None:
-            remember = functools.partial(note, slots)
-        answers = await self.ledger.claim(claims, remember)
+
+            def answer(answers: list[tuple[ClaimResult, Entry]]) -> str:
+                found = zip(slots, answers, strict=True)
+                return note.answer(
+                    _events(count, ((s, r is ClaimResult.DUPLICATE, e) for s, (r, e) in found))
+                )
+
+            delivery = Delivery(note.scope, note.key, answer)
+        claimed = await self.ledger.claim(claims, delivery)
         plan: SendPlan = defaultdict(list)
-        for slot, (result, entry) in zip(slots, answers, strict=True):
+        if claimed.replayed is not None:  # only what the first delivery left to nobody
+            for _, entry in claimed.answers:
+                if self._take(entry):
+                    plan[entry.sink].append((_Slot(-1, entry.rule), entry))
+            return plan, claimed
+        for slot, (result, entry) in zip(slots, claimed.answers, strict=True):
             slot.entry = entry
             if result is ClaimResult.DUPLICATE:
                 slot.duplicate = True
                 slot.status = of_duplicate(entry)
-            elif entry.state is State.PENDING and entry.key not in self._inflight:
-                self._inflight.add(entry.key)
+            elif self._take(entry):
                 plan[entry.sink].append((slot, entry))
             else:
                 slot.status = of_entry(entry)
-        return plan
+        return plan, claimed
+
+    def _take(self, entry: Entry) -> bool:
+        """Whether this process sends `entry` now: pending, this instance's, and no other path of
+        this process has it. If so it is reserved at once (no await between the check and this)."""
+        if entry.state is not State.PENDING or entry.owner != self.ledger.instance_id:
+            return False
+        if entry.key in self._inflight:
+            return False
+        self._inflight.add(entry.key)
+        return True
 
     async def _send(self, sink_name: str, pairs: list[tuple[_Slot, Entry]]) -> None:
         entries = [entry for _, entry in pairs]
@@ -253,7 +268,8 @@ class Engine:
             started = left_at.pop(messages[0].id, None)
             took = None if started is None else time.perf_counter() - started
             # Durable per request, not per batch: a crash then leaves only true in-flight sends unknown.
-            await self.ledger.record(_transitions(messages, outcomes))
+            if transitions := _transitions(messages, outcomes):
+                await self.ledger.record(transitions)
             recorded.update(m.id for m in messages)
             if self.observer is not None:
                 self.observer(sink_name, outcomes, took)
@@ -266,7 +282,8 @@ class Engine:
             outcomes = await sink.send(messages, on_sending, on_settled)
             rest = [(m, o) for m, o in zip(messages, outcomes, strict=True) if m.id not in recorded]
             if rest:  # held without a request (paused sink), or a sink that does not report early
-                await self.ledger.record(_transitions([m for m, _ in rest], [o for _, o in rest]))
+                if transitions := _transitions([m for m, _ in rest], [o for _, o in rest]):
+                    await self.ledger.record(transitions)
                 if self.observer is not None:
                     self.observer(sink_name, [o for _, o in rest], None)
         finally:
@@ -280,9 +297,14 @@ class Engine:
     async def retry_pending(self, limit: int = 500) -> list[Entry]:
         """Held messages whose sink is not paused, sent again. Answers the entries that settled."""
         ready = [name for name, sink in self.sinks.items() if not sink.paused]
-        offered = await self.ledger.pending(ready, limit, claimed_before=self.started_at)
-        pending = [e for e in offered if e.key not in self._inflight]
-        self._inflight.update(e.key for e in pending)  # reserved before anything else runs
+        pending: list[Entry] = []
+        busy: list[str] = []  # released a moment ago by a path of this process still finishing
+        for entry in await self.ledger.take_pending(ready, limit):
+            if self._take(entry):
+                pending.append(entry)
+            else:
+                busy.append(entry.key)
+        await self.ledger.release(busy)  # the next sweep takes them
         by_sink: dict[str, list[Entry]] = defaultdict(list)
         for entry in pending:
             by_sink[entry.sink].append(entry)
@@ -325,7 +347,12 @@ def _entry(r: _Row) -> Entry:
 
 
 def _transitions(messages: Sequence[Message], outcomes: Sequence[Outcome]) -> list[Transition]:
-    return [Transition(m.id, _STATE_OF[o.kind], o.detail) for m, o in zip(messages, outcomes, strict=True)]
+    """What to record; nothing for a message another instance has taken over (it records it)."""
+    return [
+        Transition(m.id, _STATE_OF[o.kind], o.detail)
+        for m, o in zip(messages, outcomes, strict=True)
+        if o.kind is not OutcomeKind.LOST
+    ]
 
 
 def _settled(entry: Entry, outcome: Outcome, now: float) -> Entry:
@@ -338,7 +365,7 @@ def _settled(entry: Entry, outcome: Outcome, now: float) -> Entry:
         recipient=entry.recipient,
         text=entry.text,
         state=_STATE_OF[outcome.kind],
-        detail=outcome.detail,
+        detail=TAKEN_OVER if outcome.kind is OutcomeKind.LOST else outcome.detail,
         attempts=entry.attempts + 1,
         created_at=entry.created_at,
         updated_at=now,

@@ -4,7 +4,10 @@ ConnectorError
  +-- ConfigError          invalid config.yaml; carries every problem with file, line and key path
  +-- SourceError          a source cannot be read at all (not one bad row: that is a status)
  +-- SinkError            a sink cannot be used
-      +-- AccountError    the provider refused the account (token, credits, suspended, IP, mask)
+ |    +-- AccountError    the provider refused the account (token, credits, suspended, IP, mask)
+ +-- LedgerUnavailable    the ledger cannot be reached, or its schema is newer than this code
+ +-- Fenced               raised by `on_sending`: this instance no longer owns those messages (its
+                          lease lapsed, another instance took them); the sink sends none of them
 
 A provider's answer to one send is never raised: the sinks turn it into an Outcome (sent, failed,
 held, unknown), and retries of "not taken" answers happen inside the sink (sinks/http.py).
@@ -49,6 +52,14 @@ class SinkError(ConnectorError):
 
 class AccountError(SinkError):
     pass
+
+
+class LedgerUnavailable(ConnectorError):
+    pass
+
+
+class Fenced(ConnectorError):
+    """Not this instance's to send (any more): nothing left, and nothing is to be recorded."""
 
 
 def lower_first(text: str) -> str:

@@ -62,6 +62,7 @@ class OutcomeKind(enum.Enum):
     FAILED = "failed"  # will not be sent as it stands
     HELD = "pending"  # not sent, provably not taken: sink paused, retries exhausted
     UNKNOWN = "unknown"  # the request left and we cannot tell whether it was taken
+    LOST = "lost"  # not this instance's any more (its lease lapsed): nothing sent, nothing to record
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,3 +85,7 @@ class Outcome:
     @classmethod
     def unknown(cls, reason: str) -> Outcome:
         return cls(OutcomeKind.UNKNOWN, reason)
+
+    @classmethod
+    def lost(cls, reason: str) -> Outcome:
+        return cls(OutcomeKind.LOST, reason)

@@ -24,7 +24,7 @@ from connector.config_loader import LoadedConfig
 from connector.engine import Engine
 from connector.errors import AccountError, SinkError
 from connector.http import make_client
-from connector.ledger import Entry, Ledger, open_ledger
+from connector.ledger import Entry, SqlLedger, open_ledger
 from connector.metrics import Metrics
 from connector.server import HttpServer, build_app
 from connector.status import of_entry
@@ -36,6 +36,7 @@ from sources.base import Source, SourceContext, StatusUpdate
 log = structlog.get_logger(__name__)
 
 RETRY_EVERY_S = 15.0
+SWEEPER = "job:sweeper"  # the hold of the one instance that sends what is held
 WRITE_BACK_S = 5.0  # after the grace: for the last outcomes and statuses to be written
 
 
@@ -64,7 +65,7 @@ _SOURCE_OF_MODEL = {source.config_model: source for source in SOURCES}
 @dataclass
 class Runtime:
     loaded: LoadedConfig
-    ledger: Ledger
+    ledger: SqlLedger
     client: httpx.AsyncClient
     sinks: dict[str, Sink]
     engine: Engine
@@ -100,20 +101,27 @@ class Runtime:
                 stopping=stopping,
                 accept=engine.accept,
                 delivered=metrics.delivery,
+                holds=ledger,
             )
             sources = build_sources(loaded, ctx, only_sources)
+            await ledger.join(config.instance.lease)
         except BaseException:
             await client.aclose()
             await ledger.close()
             raise
         runtime = cls(loaded, ledger, client, sinks, engine, sources, metrics, stopping)
-        recovered = await ledger.recover()
+        await runtime.recover()
+        return runtime
+
+    async def recover(self) -> None:
+        """What instances whose lease lapsed held goes back to the others (SPEC "Several processes")."""
+        recovered = await self.ledger.recover()
         if recovered:
             log.warning(
-                "sends interrupted by an earlier stop marked unknown; they are not resent by themselves",
+                "sends of a process that stopped or lost its lease marked unknown; "
+                "they are not resent by themselves",
                 count=recovered,
             )
-        return runtime
 
     async def verify_sinks(self) -> list[str]:
         """Ask each provider whether the account works, where it can say so without sending.
@@ -152,11 +160,16 @@ class Runtime:
         await self.ledger.close()
 
     async def retry_held(self) -> int:
-        """Send what was held while a sink was paused; hand the new statuses to their sources."""
+        """Send what was held (a paused sink, a stop, an instance that died): one instance at a
+        time sweeps; hand the new statuses to their sources."""
         task = asyncio.current_task()
         if task is not None:
             self._jobs.add(task)  # the stop waits for it like for any other work in hand
         try:
+            await self.recover()
+            if await self.ledger.hold(SWEEPER) is None:
+                log.debug("held messages are swept by another instance")
+                return 0
             await self.recheck_paused_sinks()
             total = 0
             while not self.stopping.is_set():
@@ -206,14 +219,15 @@ class Runtime:
         self._install_signals(loop)
         self.server = server = await self._serve()
         scheduler = AsyncIOScheduler(event_loop=loop, timezone="UTC")
+        every = min(RETRY_EVERY_S, self.loaded.config.instance.lease / 2)  # takes over within ~1.5 leases
         scheduler.add_job(
             self.retry_held,
             "interval",
-            seconds=RETRY_EVERY_S,
+            seconds=every,
             id="retry-held",
             max_instances=1,
             coalesce=True,
-            misfire_grace_time=int(RETRY_EVERY_S),
+            misfire_grace_time=max(1, int(every)),
             next_run_time=datetime.now(UTC),  # at once: what an earlier process left is sent first
         )
         self.scheduler = scheduler

@@ -3,7 +3,9 @@
 A sink is handed its `httpx.AsyncClient` (tests and benchmarks choose the transport) and an
 `on_sending` hook that it must await right before a request leaves with those messages: the hook
 makes the `sending` state durable, which is what lets a crash end in `unknown` rather than in a
-second, paid, send. `on_settled` is its twin after the answer.
+second, paid, send. The hook raises `Fenced` when those messages are no longer this process's to
+send (another instance took them over): the sink then sends none of them and answers
+`Outcome.lost`. `on_settled` is its twin after the answer.
 
 Stopping (SPEC "Stopping") has two steps, both called by the runtime: `stop()` lets nothing new
 leave (what has not left is held, `pending`, for the next start), and `abort()`, once the shutdown

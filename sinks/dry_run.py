@@ -11,6 +11,7 @@ from typing import IO, Literal, Self
 
 import httpx
 
+from connector.errors import Fenced
 from connector.events import Message, Outcome
 from connector.types import STRICT
 from sinks.base import STOPPED, SendingHook, SettledHook, Sink, SinkConfigBase
@@ -40,7 +41,10 @@ class DryRunSink(Sink):
     ) -> list[Outcome]:
         if self.stopping.is_set():
             return [Outcome.held(STOPPED) for _ in messages]
-        await on_sending(messages)
+        try:
+            await on_sending(messages)
+        except Fenced as exc:
+            return [Outcome.lost(str(exc)) for _ in messages]
         path = self.config.path
         if path is not None:
             stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

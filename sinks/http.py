@@ -33,6 +33,7 @@ import structlog
 from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_before_delay
 
+from connector.errors import Fenced
 from connector.events import Message, Outcome
 from connector.redact import Redactor
 from connector.retry import Backoff, worth_repeating
@@ -215,7 +216,10 @@ class HttpSink(Sink):
                 verdict = Verdict(Kind.ACCOUNT, f"cannot build the request: {what(exc)}")
                 self._learn(group, verdict, time.monotonic())
                 return verdict
-            await on_sending(group)
+            try:
+                await on_sending(group)
+            except Fenced as exc:
+                return Verdict(Kind.LOST, str(exc))
             left_at = time.monotonic()
             verdict = await self._exchange(group, request)
         self._learn(group, verdict, left_at)
@@ -331,4 +335,5 @@ _OUTCOMES = {
     Kind.BUSY: Outcome.held,
     Kind.AMBIGUOUS: Outcome.unknown,
     Kind.PAUSED: Outcome.held,  # never left: paused, retries spent, or stopping
+    Kind.LOST: Outcome.lost,
 }

@@ -30,6 +30,7 @@ class Kind(enum.Enum):
     BUSY = "busy"  # proved not taken, worth another try -> retried, then held
     AMBIGUOUS = "ambiguous"  # the request left and may have been taken -> unknown
     PAUSED = "paused"  # never left: the sink is paused -> held
+    LOST = "lost"  # never left: the messages are another instance's now (`on_sending` said Fenced)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -22,11 +22,26 @@ from connector.plugins import Plugin
 from connector.web import HttpRoute
 
 Process = Callable[[Sequence[Record]], Awaitable[list[str | None]]]
-AnswerNote = Callable[[list[list[Event]]], tuple[str, str, str]]
-"""A delivery's events as the note that answers it (scope, key, value)."""
-Accept = Callable[[Sequence[Record], AnswerNote | None], Awaitable[list[list[Event]]]]
-"""Claim durably and answer at once; the sends go on behind the ledger (webhook intake). The note,
-when given, is committed with the claims: the answer is durable together with what it answers."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryNote:
+    """A delivery, recorded once under (scope, key) in the claims' own transaction, with its answer
+    made from the events: the answer is durable together with what it answers for."""
+
+    scope: str
+    key: str
+    answer: Callable[[list[list[Event]]], str]
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    answer: str  # the note's value: made now, or the first one's
+    replayed: bool  # recorded before (by this instance or another: one delivery id is one delivery)
+
+
+Accept = Callable[[Sequence[Record], DeliveryNote], Awaitable[Accepted]]
+"""Claim durably and answer at once; the sends go on behind the ledger (webhook intake)."""
 Delivered = Callable[[str, int, int], None]
 """(source, HTTP status answered, records newly taken in): for the server's metrics."""
 
@@ -53,6 +68,33 @@ class Notes(Protocol):
 
     async def get_note(self, scope: str, key: str) -> str | None: ...
     async def set_note(self, scope: str, key: str, value: str) -> None: ...
+    async def notes_in(self, scope: str) -> dict[str, str]: ...
+    async def drop_notes(self, scope: str, keys: Sequence[str]) -> None: ...
+
+
+class Holds(Protocol):
+    """What this instance has taken among several sharing the ledger: a file, a sheet's poll.
+
+    `hold` answers an epoch (it grows at every change of holder) or None while another live
+    instance has it; a hold lapses with its holder's lease, so check `holding` before acting on
+    what was taken a while ago (moving a file, writing a sheet)."""
+
+    async def hold(self, name: str) -> int | None: ...
+    async def holding(self, name: str, epoch: int) -> bool: ...
+    async def let_go(self, name: str) -> None: ...
+
+
+class Alone:
+    """Holds for a process that shares nothing (read-only commands, a source tested by itself)."""
+
+    async def hold(self, name: str) -> int | None:
+        return 1
+
+    async def holding(self, name: str, epoch: int) -> bool:
+        return True
+
+    async def let_go(self, name: str) -> None:
+        return None
 
 
 @dataclass(slots=True)
@@ -66,6 +108,7 @@ class SourceContext:
     scheduler: Any = None  # APScheduler AsyncIOScheduler while `connector run` is running
     accept: Accept | None = None  # while `connector run` serves HTTP
     delivered: Delivered = _not_counted
+    holds: Holds = field(default_factory=Alone)  # the ledger's, whenever records are processed
 
 
 class Source(Plugin, abc.ABC):

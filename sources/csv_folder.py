@@ -20,6 +20,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeAlias
 
@@ -33,7 +34,6 @@ from sources.base import Source, SourceConfigBase, SourceContext, StatusUpdate
 from sources.csv_files import (
     BadFile,
     Layout,
-    ResultsFormat,
     ResultsWriter,
     Row,
     RowReader,
@@ -42,14 +42,20 @@ from sources.csv_files import (
     inspect,
     reason_name,
     results_name,
-    rewrite_statuses,
 )
 from sources.csv_progress import Progress
+from sources.csv_updates import ResultsUpdates
 from sources.csv_watch import FolderEvents, Settling
 
 log = structlog.get_logger(__name__)
 
 _InFlight: TypeAlias = deque[tuple[list[Row], asyncio.Task[list[str | None]]]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Taken:
+    name: str  # the hold on the file
+    epoch: int
 
 
 class CsvFolderConfig(SourceConfigBase):
@@ -81,9 +87,7 @@ class CsvFolderSource(Source):
         self._files = Settling(self.folder, lambda: self.config)
         self._busy: set[Path] = set()
         self._wake = asyncio.Event()
-        self._active: str | None = None  # file id in hand; its status updates wait for its results file
-        self._deferred: dict[int, str] = {}
-        self._rewriting = asyncio.Lock()
+        self.updates = ResultsUpdates(name, self._scope, self.processed, ctx)
 
     # -- watching ---------------------------------------------------------------------------------------
 
@@ -182,17 +186,23 @@ class CsvFolderSource(Source):
         self._files.forget(path)
         if path in self._busy:
             return True
+        hold = f"{self._scope}:{path.name}"  # every instance may watch a shared folder: one takes it
+        epoch = await self.ctx.holds.hold(hold)
+        if epoch is None:
+            log.info("csv file being taken by another instance; left to it", source=self.name, file=path.name)
+            return True
         self._busy.add(path)
         try:
-            await self._handle(path)
+            await self._handle(path, _Taken(hold, epoch))
         except Exception:
             log.exception("csv file interrupted; it stays in the inbox", source=self.name, file=path.name)
             return False
         finally:
             self._busy.discard(path)
+            await self.ctx.holds.let_go(hold)
         return True
 
-    async def _handle(self, path: Path) -> None:
+    async def _handle(self, path: Path, taken: _Taken) -> None:
         try:
             st = await asyncio.to_thread(path.stat)
             layout = await asyncio.to_thread(
@@ -211,11 +221,19 @@ class CsvFolderSource(Source):
         await asyncio.to_thread(self.processed.mkdir, exist_ok=True)  # someone may have removed it
         _, results = free_names(self.processed, path.name, results_name)
         writer = await asyncio.to_thread(ResultsWriter, results.with_name(results.name + ".part"), layout)
-        self._active, self._deferred = file_id, {}
+        self.updates.begin(file_id)
         try:
             complete = await self._pump(path, layout, file_id, writer)
             if complete and _changed(st, await asyncio.to_thread(path.stat)):
                 log.warning("csv file changed while read; read again", source=self.name, file=path.name)
+                complete = False
+            if complete and not await self.ctx.holds.holding(taken.name, taken.epoch):
+                log.warning(
+                    "csv file taken over by another instance (this one was silent past its lease); "
+                    "left to it",
+                    source=self.name,
+                    file=path.name,
+                )
                 complete = False
             if not complete:
                 await asyncio.to_thread(writer.discard)
@@ -228,7 +246,7 @@ class CsvFolderSource(Source):
             await asyncio.to_thread(writer.discard)
             raise
         finally:
-            self._active = None
+            self.updates.end()
 
     async def _pump(self, path: Path, layout: Layout, file_id: str, writer: ResultsWriter) -> bool:
         """Rows to the engine and statuses to the writer; False when stopped before the end."""
@@ -293,8 +311,7 @@ class CsvFolderSource(Source):
             rows=layout.data_rows,
             results=str(results.relative_to(self.folder)),
         )
-        if self._deferred:
-            await self._rewrite(fmt, dict(self._deferred))
+        await self.updates.finished(file_id, fmt)
 
     def _fail(self, path: Path, reason: str) -> None:
         """Move to failed/ beside its reason; if even that is impossible, say so once, wait for a change."""
@@ -329,35 +346,7 @@ class CsvFolderSource(Source):
     # -- statuses that change later, preview, check -----------------------------------------------------
 
     async def write_back(self, updates: Sequence[StatusUpdate]) -> None:
-        by_file: dict[str, dict[int, str]] = {}
-        for update in updates:
-            file_id, _, line = update.origin.rpartition(":")
-            if not file_id or not line.isdigit():
-                log.warning("csv status update with a foreign origin", source=self.name, origin=update.origin)
-                continue
-            by_file.setdefault(file_id, {})[int(line)] = update.status
-        for file_id, changes in by_file.items():
-            if file_id == self._active:
-                self._deferred.update(changes)
-                continue
-            note = await self.ctx.notes.get_note(self._scope, file_id)
-            if note is None:
-                log.warning("csv status update for an unknown file", source=self.name, file_id=file_id)
-                continue
-            await self._rewrite(ResultsFormat.from_json(note), changes)
-
-    async def _rewrite(self, fmt: ResultsFormat, changes: dict[int, str]) -> None:
-        async with self._rewriting:
-            try:
-                changed = await asyncio.to_thread(
-                    rewrite_statuses, self.processed / fmt.results, fmt, changes
-                )
-            except (OSError, BadFile) as e:
-                error = str(e)
-            else:
-                log.info("csv statuses updated", source=self.name, file=fmt.results, rows=changed)
-                return
-        log.error("csv results file cannot be updated", source=self.name, file=fmt.results, error=error)
+        await self.updates.write_back(updates)
 
     def preview(self) -> Iterator[Record]:
         if not self.folder.is_dir():

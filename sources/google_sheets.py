@@ -154,6 +154,8 @@ class GoogleSheetsSource(Source):
         self._lock = asyncio.Lock()  # one poll at a time, whoever starts it
         self._held: dict[str, str] = {}  # statuses from write_back, written with the next poll
         self._scope = f"sheets:{name}"
+        self._hold = f"sheet:{name}"  # one instance polls at a time
+        self._epoch: int | None = None  # of the hold, as this instance last took it
         self.job_id = f"google_sheets:{name}"
 
     async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
@@ -193,6 +195,7 @@ class GoogleSheetsSource(Source):
             self.client.cancel()  # no more waiting out a 429: the ledger keeps what is not written
             async with self._lock:  # the poll in hand finishes its sends and its write
                 pass
+            await self.ctx.holds.let_go(self._hold)
             if own:
                 scheduler.shutdown(wait=False)
 
@@ -210,8 +213,20 @@ class GoogleSheetsSource(Source):
     # -- one poll -----------------------------------------------------------------------------------
 
     async def poll(self) -> int:
-        """Read, process, write back. Answers how many status cells were written."""
+        """Read, process, write back. Answers how many status cells were written.
+
+        With several instances on one ledger, one polls (the hold on the sheet, which it keeps
+        while it lives) and the others skip their turn: the sheet is read once per schedule."""
         async with self._lock:
+            epoch = await self.ctx.holds.hold(self._hold)
+            if epoch != self._epoch:
+                log.info(
+                    "sheet polled by another instance" if epoch is None else "this instance polls the sheet",
+                    source=self.name,
+                )
+                self._epoch = epoch
+            if epoch is None:
+                return 0
             table = await self._blocking(self._read_table)
             if table.due:
                 await self._known_resends(table)
@@ -229,6 +244,10 @@ class GoogleSheetsSource(Source):
             }
             held = dict(self._held)
             if not changed and not held:
+                return 0
+            if not await self.ctx.holds.holding(self._hold, epoch):
+                # Silent past its lease: the new poller writes these statuses from the ledger.
+                log.warning("sheet taken over by another instance; statuses left to it", source=self.name)
                 return 0
             write = _Write(
                 statuses={**held, **changed},
@@ -316,6 +335,8 @@ class GoogleSheetsSource(Source):
     # -- statuses that change later, preview, check -------------------------------------------------
 
     async def write_back(self, updates: Sequence[StatusUpdate]) -> None:
+        if self._epoch is None:
+            return  # another instance polls: its next poll writes these from the ledger
         for update in updates:
             if update.origin.startswith("sheet:"):
                 self._held[update.origin] = update.status

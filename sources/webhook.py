@@ -22,7 +22,7 @@ from pydantic import SecretStr, field_validator, model_validator
 from connector.events import Event, Record
 from connector.types import STRICT
 from connector.web import HttpRoute
-from sources.base import Accept, Source, SourceConfigBase, SourceContext
+from sources.base import Accept, DeliveryNote, Source, SourceConfigBase, SourceContext
 from sources.webhook_auth import Check, Refused, open_check, signature_check, token_check
 from sources.webhook_body import (
     MAX_ITEMS,
@@ -173,16 +173,20 @@ class WebhookSource(Source):
             ]
             return {"delivery": delivery, "records": len(records), "events": listed}
 
-        answered: list[dict[str, Any]] = []
+        made: list[dict[str, Any]] = []
 
-        def remember(events: list[list[Event]]) -> tuple[str, str, str]:
+        def note(events: list[list[Event]]) -> str:
             # Kept with the claims, before it is given: a retry gets this answer, not a second send.
-            answered.append(answer(events))
-            return scope, delivery, json.dumps({"status": 202, "body": answered[0]})
+            made.append(answer(events))
+            return json.dumps({"status": 202, "body": made[-1]})
 
-        events = await accept(records, remember)
+        accepted = await accept(records, DeliveryNote(scope, delivery, note))
+        if accepted.replayed:  # another instance, or a retry, recorded this delivery a moment ago
+            first = json.loads(accepted.answer)
+            log.info("repeated delivery answered from the first", source=self.name, delivery=delivery)
+            return Reply(int(first["status"]), first["body"], replayed=True)
         log.info("webhook accepted", source=self.name, delivery=delivery, records=len(records))
-        return Reply(202, answered[0] if answered else answer(events), len(records))
+        return Reply(202, made[-1], len(records))
 
     def records(self, delivery: str, payload: dict[str, Any]) -> list[Record]:
         rows: list[dict[str, Any]]

@@ -141,6 +141,13 @@ class MemoryNotes:
     async def set_note(self, scope: str, key: str, value: str) -> None:
         self.notes[(scope, key)] = value
 
+    async def notes_in(self, scope: str) -> dict[str, str]:
+        return {k: v for (s, k), v in self.notes.items() if s == scope}
+
+    async def drop_notes(self, scope: str, keys: Sequence[str]) -> None:
+        for key in keys:
+            self.notes.pop((scope, key), None)
+
 
 def pk_config(folder: Path, url: str, key: str, *, port: int = 0, extra: str = "") -> Path:
     """A CSV folder into the Robo SMS Pakistan sink: one promo text for every row (bulk)."""

@@ -11,10 +11,11 @@ import pytest
 
 from connector.config import RuleConfig
 from connector.engine import Engine
-from connector.events import Message, Outcome, Record
-from connector.ledger import Ledger, State, open_ledger
+from connector.events import Event, Message, Outcome, Record
+from connector.ledger import Ledger, SqlLedger, State, open_ledger
 from connector.rules import compile_rules
 from sinks.base import SendingHook, SettledHook, Sink
+from sources.base import Accepted, DeliveryNote
 
 
 class ScriptedSink(Sink):
@@ -83,6 +84,7 @@ def rec(
 @pytest.fixture
 async def ledger(tmp_path: Path) -> Ledger:
     ledger = await open_ledger("sqlite:///l.db", tmp_path)
+    await ledger.join()
     yield ledger
     await ledger.close()
 
@@ -185,7 +187,7 @@ async def test_sending_is_durable_before_the_sink_sends(ledger: Ledger) -> None:
             self, messages: Sequence[Message], on_sending: SendingHook, on_settled: SettledHook | None = None
         ) -> list[Outcome]:
             await on_sending(messages)
-            [(_, entry)] = await ledger.claim([_claim_like(messages[0])])
+            [(_, entry)] = (await ledger.claim([_claim_like(messages[0])])).answers
             seen.append(entry.state)
             return [Outcome.sent("x") for _ in messages]
 
@@ -240,8 +242,8 @@ async def test_sweeper_never_takes_a_fresh_claim_from_the_path_that_made_it(ledg
     real_claim = ledger.claim
     sweeps: list[Any] = []
 
-    async def claim_then_sweep(claims: Any, remember: Any = None) -> Any:
-        answers = await real_claim(claims, remember)
+    async def claim_then_sweep(claims: Any, delivery: Any = None) -> Any:
+        answers = await real_claim(claims, delivery)
         sweeps.append(await eng.retry_pending())  # the sweeper wins the race to the rows
         return answers
 
@@ -252,31 +254,29 @@ async def test_sweeper_never_takes_a_fresh_claim_from_the_path_that_made_it(ledg
     assert len(sink.sent) == 1
 
 
-async def test_sweeper_takes_held_messages_and_claims_older_than_the_engine(ledger: Ledger) -> None:
+async def test_sweeper_takes_held_messages_and_what_a_stopped_instance_released(
+    ledger: SqlLedger, tmp_path: Path
+) -> None:
     sink = ScriptedSink()
     sink.pause("no credits")
-    await engine(ledger, sink).process([rec()])  # held: pending with a reason
-    unsent = Engine(compile_rules([rule()]), {"s": ScriptedSink()}, ledger)
-    from connector.ledger import Claim
+    await engine(ledger, sink).process([rec()])  # held: pending with a reason, owned by nobody
+    other = await open_ledger("sqlite:///l.db", tmp_path)
+    await other.join()
+    await other.claim([_claim_like(Message("orphan", "+40740123459", "hi"))])
+    sweeper = engine(ledger, ScriptedSink())
+    settled = await sweeper.retry_pending()
+    assert [e.recipient for e in settled] == ["+40740123456"]  # not the orphan: its owner lives
+    await other.close()  # a graceful stop releases its claims at once
+    settled = await sweeper.retry_pending()
+    assert [e.recipient for e in settled] == ["+40740123459"]
 
-    await ledger.claim(
-        [
-            Claim(
-                key="orphan",
-                source="erp",
-                rule="confirm",
-                sink="s",
-                origin="w:1",
-                recipient="+40740123459",
-                text="hi",
-                expires_at=None,
-            )
-        ]
-    )
-    later = engine(ledger, ScriptedSink())  # a restart: both are older than this engine
-    settled = await later.retry_pending()
-    assert sorted(e.recipient for e in settled) == ["+40740123456", "+40740123459"]
-    assert unsent is not None
+
+def note(key: str, made: list[list[list[Event]]]) -> DeliveryNote:
+    def answer(events: list[list[Event]]) -> str:
+        made.append(events)
+        return f"answer {len(made)}"
+
+    return DeliveryNote("webhook:t", key, answer)
 
 
 async def test_accept_answers_once_claims_are_durable_and_sends_behind(
@@ -293,7 +293,11 @@ async def test_accept_answers_once_claims_are_durable_and_sends_behind(
 
     sink = Slow()
     eng = engine(ledger, sink)
-    [events, bad, none] = await eng.accept([rec(), rec("12", origin="w:2"), rec(state="no", origin="w:3")])
+    made: list[list[list[Event]]] = []
+    records = [rec(), rec("12", origin="w:2"), rec(state="no", origin="w:3")]
+    accepted = await eng.accept(records, note("d1", made))
+    assert accepted == Accepted("answer 1", replayed=False)
+    [[events, bad, none]] = made
     assert [e.state for e in events] == ["pending"] and none == []
     assert bad[0].state == "failed" and "not a valid" in bad[0].reason
     with sqlite3.connect(tmp_path / "l.db") as other:  # committed before the answer
@@ -301,15 +305,15 @@ async def test_accept_answers_once_claims_are_durable_and_sends_behind(
     gate.set()
     await eng.drain()
     assert len(sink.sent) == 1
-    [again] = await eng.accept([rec()])  # the sender retries the same delivery
-    assert again[0].state == "sent" and again[0].id == events[0].id
+    again = await eng.accept(records, note("d1", made))  # the sender retries the same delivery
+    assert again == Accepted("answer 1", replayed=True) and len(made) == 1
     assert len(sink.sent) == 1
 
 
 async def test_accepted_but_unsent_before_a_restart_is_sent_once_after(ledger: Ledger) -> None:
     first = engine(ledger, ScriptedSink())
     first.sinks["s"].pause("gone")  # the process dies before sending: nothing leaves
-    await first.accept([rec()])
+    await first.accept([rec()], note("d1", []))
     await first.drain()
     restarted_sink = ScriptedSink()
     restarted = engine(ledger, restarted_sink)

@@ -366,6 +366,7 @@ async def test_first_worksheet_by_default_and_held_statuses_written_with_the_nex
 @pytest.fixture
 async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
     ledger = await open_ledger("sqlite:///l.db", tmp_path)
+    await ledger.join()
     yield ledger
     await ledger.close()
 

@@ -1,4 +1,4 @@
-"""What the engine needs from durable state, small enough that PostgreSQL can implement it too.
+"""What the engine needs from durable state, small enough for SQLite and PostgreSQL alike.
 
 States of one send (one idempotency key):
 
@@ -6,8 +6,13 @@ States of one send (one idempotency key):
        ^           |
        +-- held ---+   (sink paused / provider down: back to pending, retried by itself)
 
-`sending` is durable before the request leaves. A process that dies leaves `sending` rows behind;
-`recover()` turns them into `unknown`, which nothing resends by itself.
+`sending` is durable before the request leaves. Several processes may share one ledger (SPEC
+"Several processes and instances"), so every open message has an owner: the instance that claimed
+or took it. Each process registers as an instance and renews a lease; only the owner, with its
+lease live, may turn a message into `sending` (one conditional write: the fence). A message whose
+owner's lease expired is released: `sending` becomes `unknown` (never resent by itself), `pending`
+becomes unowned and any instance's sweeper takes it. Holds are the same idea for whole jobs: a CSV
+file being taken, a sheet's poll, the held-message sweeper.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ class State(enum.StrEnum):
     SENT = "sent"
     FAILED = "failed"
     UNKNOWN = "unknown"
+
+
+OPEN_STATES = (State.PENDING, State.SENDING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +51,7 @@ class Claim:
 
 
 class ClaimResult(enum.Enum):
-    NEW = "new"  # recorded as pending now: send it
+    NEW = "new"  # recorded as pending now, owned by this instance: send it
     RESUME = "resume"  # this very record was claimed before (same origin): carry on from its state
     DUPLICATE = "duplicate"  # another record already claimed this message: do not send
 
@@ -62,6 +70,7 @@ class Entry:
     attempts: int
     created_at: float
     updated_at: float
+    owner: str | None = None  # the instance moving it forward; None once settled or released
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,38 +88,100 @@ class Counts:
     count: int
 
 
-Remember = Callable[[list[tuple[ClaimResult, Entry]]], tuple[str, str, str]]
-"""From the claims' results, a note to write in their own transaction: (scope, key, value)."""
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A note written in the claims' own transaction, once: a webhook delivery and its answer.
+
+    When a note under (scope, key) exists already, nothing is claimed and its value is answered:
+    the same delivery taken by two instances at once is still one delivery with one answer.
+    """
+
+    scope: str
+    key: str
+    answer: Callable[[list[tuple[ClaimResult, Entry]]], str]  # the note's value, from the claims
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    answers: list[tuple[ClaimResult, Entry]]
+    replayed: str | None = None  # the delivery was recorded before: its first answer, nothing claimed
+    note: str | None = None  # the note written with these claims
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """A process sharing the ledger, as `connector status` lists it."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: float
+    renewed_at: float
+    expires_at: float
+    holds: tuple[str, ...] = ()
+    sending: int = 0  # messages it has on the wire now
+    owned: int = 0  # pending messages it has claimed and not sent yet
 
 
 class Ledger(abc.ABC):
+    """Every method is one transaction (group-committed with whatever else is queued)."""
+
+    instance_id: str  # this process's identity in the ledger; it changes only if the lease is lost
+    lease: float
+
     @abc.abstractmethod
-    async def claim(
-        self, claims: Sequence[Claim], remember: Remember | None = None
-    ) -> list[tuple[ClaimResult, Entry]]:
+    async def claim(self, claims: Sequence[Claim], delivery: Delivery | None = None) -> Claimed:
         """Record intent for each claim in one transaction; answer what to do with each.
 
-        `remember`, when given, is called with the results inside that transaction and its note is
-        written with them: a webhook's answer is durable together with what it answers for.
+        NEW claims, and RESUME claims of pending messages nobody live owns, are owned by this
+        instance when this returns. With `delivery`, see `Delivery`.
         """
 
     @abc.abstractmethod
     async def mark_sending(self, keys: Sequence[str]) -> None:
-        """Durable before it returns: the requests for these keys may leave after this."""
+        """Durable before it returns: the requests for these keys may leave after this.
+
+        Raises Fenced, marking none of them, unless this instance owns every key and its lease is
+        live at the ledger's clock.
+        """
 
     @abc.abstractmethod
     async def record(self, transitions: Sequence[Transition]) -> None:
-        """Outcomes; durable before it returns (group-committed with whatever else is queued)."""
+        """Outcomes of messages this process owns (or owned under an earlier lease, or that were
+        recorded `unknown` while it had them on the wire); releases them. Durable on return."""
+
+    @abc.abstractmethod
+    async def take_pending(self, sinks: Sequence[str], limit: int) -> list[Entry]:
+        """Unowned pending messages of these sinks, oldest first, now owned by this instance."""
+
+    @abc.abstractmethod
+    async def release(self, keys: Sequence[str]) -> None:
+        """Pending messages of this instance it will not send after all: any sweeper may take them."""
 
     @abc.abstractmethod
     async def recover(self) -> int:
-        """At start-up: `sending` left by a dead process becomes `unknown`. Returns how many."""
+        """Release what instances whose lease expired held; answers how many `sending` became
+        `unknown`. Cheap when nothing expired: every sweep runs it."""
 
     @abc.abstractmethod
-    async def pending(self, sinks: Sequence[str], limit: int, claimed_before: float) -> list[Entry]:
-        """Messages to retry, oldest first: those held with a reason, and those claimed before
-        `claimed_before` (by an earlier process). A fresh claim of this process belongs to the
-        path that claimed it: taking it here too is how one message would be sent twice."""
+    async def renew(self) -> bool:
+        """Extend this instance's lease; False when it had lapsed (everything it held is lost and a
+        new identity is registered: nothing held under the old one is sent by this process)."""
+
+    @abc.abstractmethod
+    async def hold(self, name: str) -> int | None:
+        """Take or keep the hold `name` (a file, a poll, a singleton job): its epoch, which grows at
+        every change of holder; None while another live instance holds it."""
+
+    @abc.abstractmethod
+    async def holding(self, name: str, epoch: int) -> bool:
+        """Whether this instance still has `name` at `epoch` (checked before acting on it)."""
+
+    @abc.abstractmethod
+    async def let_go(self, name: str) -> None: ...
+
+    @abc.abstractmethod
+    async def instances(self) -> list[Instance]: ...
 
     @abc.abstractmethod
     async def entries(self, keys: Sequence[str]) -> list[Entry]:
@@ -129,8 +200,16 @@ class Ledger(abc.ABC):
     async def set_note(self, scope: str, key: str, value: str) -> None: ...
 
     @abc.abstractmethod
+    async def notes_in(self, scope: str) -> dict[str, str]:
+        """Every note of a scope (small scopes only: a file's late statuses)."""
+
+    @abc.abstractmethod
+    async def drop_notes(self, scope: str, keys: Sequence[str]) -> None: ...
+
+    @abc.abstractmethod
     async def ping(self) -> None:
         """Raises when the ledger cannot be reached."""
 
     @abc.abstractmethod
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Release everything this instance holds (a graceful stop), then disconnect."""

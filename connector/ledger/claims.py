@@ -1,14 +1,30 @@
-"""Deciding a batch of claims against what the ledger already holds (SQLite, in the writer thread)."""
+"""Deciding a batch of claims against what the ledger already holds, as a program (steps.py).
+
+Claims are decided key by key, in the order they came: two records of one batch that claim the
+same key are told apart exactly as if they had come in two batches. Each key ends in at most one
+write, made on the condition that its row is still as it was read. With SQLite nothing can change
+in between (the writer holds the lock); with PostgreSQL another instance may have claimed the
+same key meanwhile: its write then changes nothing, and that key is read and decided again.
+"""
 
 from __future__ import annotations
 
-import sqlite3
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from connector.ledger.base import Claim, ClaimResult, Entry, State
+from connector.errors import LedgerUnavailable
+from connector.ledger.base import Claim, Claimed, ClaimResult, Delivery, Entry, State
+from connector.ledger.steps import Now, Program, Rows, Run, chunks, rows_in
 
-COLUMNS = "key, source, rule, sink, origin, recipient, text, state, detail, attempts, created_at, updated_at"
+COLUMNS = (
+    "key, source, rule, sink, origin, recipient, text, state, detail, attempts, created_at, updated_at, owner"
+)
+ROUNDS = 8  # re-reads of keys another instance claimed in the same moment, before giving up
+
+_Known = dict[str, tuple[Entry, float | None]]  # key -> (entry, expires_at)
+_INSERT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)"
+_INSERT_CHUNK = 200  # rows per multi-row INSERT: 13 parameters each
 
 
 def entry_of(row: Sequence[Any]) -> Entry:
@@ -22,70 +38,197 @@ def entry_of(row: Sequence[Any]) -> Entry:
         text=row[6],
         state=State(row[7]),
         detail=row[8],
-        attempts=row[9],
+        attempts=int(row[9]),
         created_at=row[10],
         updated_at=row[11],
+        owner=row[12],
     )
 
 
-LOOKUP_CHUNK = 500  # keys per IN (...) lookup: well under SQLite's bound on variables
+def live_instances(now: float) -> Program[set[str]]:
+    rows = yield Rows("SELECT id FROM instances WHERE expires_at > ?", [now])
+    return {row[0] for row in rows}
 
 
-def claim_all(
-    conn: sqlite3.Connection, claims: Sequence[Claim], now: float
-) -> list[tuple[ClaimResult, Entry]]:
-    """Decide every claim of a batch with one lookup per 500 keys and one insert statement.
+def read_known(keys: Sequence[str]) -> Program[_Known]:
+    rows = yield from rows_in(f"SELECT {COLUMNS}, expires_at FROM sends WHERE key IN ({{in}})", keys)
+    return {row[0]: (entry_of(row), row[13]) for row in rows}
 
-    `known` is updated as the batch is decided, so two records of the same batch that claim the
-    same key are told apart exactly as if they had come in two batches.
-    """
-    keys = list({c.key for c in claims})
-    known: dict[str, tuple[Entry, float | None]] = {}
-    for start in range(0, len(keys), LOOKUP_CHUNK):
-        part = keys[start : start + LOOKUP_CHUNK]
-        marks = ",".join("?" * len(part))
-        for row in conn.execute(f"SELECT {COLUMNS}, expires_at FROM sends WHERE key IN ({marks})", part):  # noqa: S608
-            known[row[0]] = (entry_of(row), row[12])
-    answers: list[tuple[ClaimResult, Entry]] = []
-    inserts: list[tuple[Any, ...]] = []
-    for c in claims:
-        found = known.get(c.key)
-        if found is not None:
-            existing, expires_at = found
+
+def claim(claims: Sequence[Claim], me: str, delivery: Delivery | None) -> Program[Claimed]:
+    now = yield Now()
+    if delivery is not None:
+        placed = yield Run(
+            "INSERT INTO notes (scope, key, value) VALUES (?, ?, '') ON CONFLICT (scope, key) DO NOTHING",
+            [delivery.scope, delivery.key],
+        )
+        if not placed:
+            first = yield Rows(
+                "SELECT value FROM notes WHERE scope = ? AND key = ?", [delivery.scope, delivery.key]
+            )
+            resumed = yield from _resume(claims, me, now)
+            return Claimed(resumed, replayed=str(first[0][0]) if first else "")
+    live = yield from live_instances(now)
+    groups: dict[str, list[int]] = {}
+    for index, c in enumerate(claims):
+        groups.setdefault(c.key, []).append(index)
+    answers: list[tuple[ClaimResult, Entry] | None] = [None] * len(claims)
+    todo = list(groups)
+    for _ in range(ROUNDS):
+        known = yield from read_known(todo)
+        inserts: list[tuple[Entry, float | None]] = []
+        updates: list[tuple[Entry, Entry, float | None]] = []  # (as read, as written, expires_at)
+        for key in todo:
+            found = known.get(key)
+            final = _decide(claims, groups[key], found, me, live, now, answers)
+            if final is None:
+                continue
+            if found is None:
+                inserts.append(final)
+            else:
+                updates.append((found[0], *final))
+        lost = yield from _insert(inserts)
+        for read, written, expires_at in updates:
+            if not (yield from _replace(read, written, expires_at)):
+                lost.append(written.key)
+        todo = lost
+        if not todo:
+            break
+    else:
+        raise LedgerUnavailable(f"{len(todo)} claim(s) kept racing other instances; try again")
+    done = [a for a in answers if a is not None]
+    assert len(done) == len(claims), "every claim is decided"
+    note = None
+    if delivery is not None:
+        note = delivery.answer(done)
+        yield Run(
+            "UPDATE notes SET value = ? WHERE scope = ? AND key = ?", [note, delivery.scope, delivery.key]
+        )
+    return Claimed(done, note=note)
+
+
+def _decide(
+    claims: Sequence[Claim],
+    indexes: list[int],
+    found: tuple[Entry, float | None] | None,
+    me: str,
+    live: set[str],
+    now: float,
+    answers: list[tuple[ClaimResult, Entry] | None],
+) -> tuple[Entry, float | None] | None:
+    """Answer every claim of one key; the row (and its expiry) to write, or None to leave it."""
+    current, expires_at = found if found is not None else (None, None)
+    dirty = False
+    for index in indexes:
+        c = claims[index]
+        if current is not None:
             expired = expires_at is not None and expires_at < now
-            same_record = existing.origin == c.origin
-            retry_failed = existing.state is State.FAILED and not same_record
+            same_record = current.origin == c.origin
+            retry_failed = current.state is State.FAILED and not same_record
             # `resend` never interrupts a send in flight: that is how two SMS would go out.
-            forced = c.force and existing.state is not State.SENDING
-            if not (expired or retry_failed or forced):
-                answers.append(((ClaimResult.RESUME if same_record else ClaimResult.DUPLICATE), existing))
+            forced = c.force and current.state is not State.SENDING
+            if not ((expired and current.state is not State.SENDING) or retry_failed or forced):
+                if same_record and _left_behind(current, me, live):
+                    current = dataclasses.replace(current, owner=me, updated_at=now)
+                    dirty = True
+                result = ClaimResult.RESUME if same_record else ClaimResult.DUPLICATE
+                answers[index] = (result, current)
                 continue
         state = State.FAILED if c.failed is not None else State.PENDING
+        owner = me if state is State.PENDING else None
         detail = c.failed or ""
-        entry = Entry(
-            c.key, c.source, c.rule, c.sink, c.origin, c.recipient, c.text, state, detail, 0, now, now
+        current = Entry(
+            c.key, c.source, c.rule, c.sink, c.origin, c.recipient, c.text, state, detail, 0, now, now, owner
         )
-        inserts.append(
-            (
-                c.key,
-                c.source,
-                c.rule,
-                c.sink,
-                c.origin,
-                c.recipient,
-                c.text,
-                state.value,
-                detail,
-                now,
-                now,
-                c.expires_at,
-            )
-        )
-        known[c.key] = (entry, c.expires_at)
-        answers.append((ClaimResult.NEW, entry))
-    conn.executemany(
-        "INSERT OR REPLACE INTO sends (key, source, rule, sink, origin, recipient, text, state, detail, "
-        "attempts, created_at, updated_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
-        inserts,
+        expires_at = c.expires_at
+        dirty = True
+        answers[index] = (ClaimResult.NEW, current)
+    return (current, expires_at) if dirty and current is not None else None
+
+
+def _left_behind(entry: Entry, me: str, live: set[str]) -> bool:
+    """Pending, and no live instance (other than this one) owns it: whoever asks may take it."""
+    return (
+        entry.state is State.PENDING
+        and entry.owner != me
+        and (entry.owner is None or entry.owner not in live)
     )
-    return answers
+
+
+def _insert(rows: list[tuple[Entry, float | None]]) -> Program[list[str]]:
+    """New rows; answers the keys another instance inserted first (to be decided again)."""
+    lost: list[str] = []
+    for part in chunks(rows, _INSERT_CHUNK):
+        params: list[Any] = []
+        for e, expires_at in part:
+            params += [
+                e.key,
+                e.source,
+                e.rule,
+                e.sink,
+                e.origin,
+                e.recipient,
+                e.text,
+                e.state.value,
+                e.detail,
+            ]
+            params += [e.created_at, e.updated_at, expires_at, e.owner]
+        inserted = yield Rows(
+            "INSERT INTO sends (key, source, rule, sink, origin, recipient, text, state, detail, attempts, "
+            f"created_at, updated_at, expires_at, owner) VALUES {','.join([_INSERT_ROW] * len(part))} "
+            "ON CONFLICT (key) DO NOTHING RETURNING key",
+            params,
+        )
+        taken = {row[0] for row in inserted}
+        lost.extend(e.key for e, _ in part if e.key not in taken)
+    return lost
+
+
+def _replace(read: Entry, e: Entry, expires_at: float | None) -> Program[bool]:
+    """Overwrite a row on the condition that it is still as read; False when it changed meanwhile."""
+    changed = yield Run(
+        "UPDATE sends SET source = ?, rule = ?, sink = ?, origin = ?, recipient = ?, text = ?, state = ?, "
+        "detail = ?, attempts = ?, created_at = ?, updated_at = ?, expires_at = ?, owner = ? "
+        "WHERE key = ? AND state = ? AND updated_at = ? "
+        "AND (owner = ? OR (owner IS NULL AND CAST(? AS TEXT) IS NULL))",
+        [
+            e.source,
+            e.rule,
+            e.sink,
+            e.origin,
+            e.recipient,
+            e.text,
+            e.state.value,
+            e.detail,
+            e.attempts,
+            e.created_at,
+            e.updated_at,
+            expires_at,
+            e.owner,
+            e.key,
+            read.state.value,
+            read.updated_at,
+            read.owner,
+            read.owner,
+        ],
+    )
+    return bool(changed)
+
+
+def _resume(claims: Sequence[Claim], me: str, now: float) -> Program[list[tuple[ClaimResult, Entry]]]:
+    """A repeated delivery: nothing new is claimed, but what the first one left pending and nobody
+    live owns is taken (its first taker may have died, or lost the answer to its commit)."""
+    live = yield from live_instances(now)
+    origins = {c.key: c.origin for c in claims}
+    known = yield from read_known(list(origins))
+    resumed: list[tuple[ClaimResult, Entry]] = []
+    for key, (entry, expires_at) in known.items():
+        if entry.origin != origins[key]:
+            continue
+        current = entry
+        if _left_behind(entry, me, live):
+            taken = dataclasses.replace(entry, owner=me, updated_at=now)
+            if (yield from _replace(entry, taken, expires_at)):
+                current = taken
+        resumed.append((ClaimResult.RESUME, current))
+    return resumed

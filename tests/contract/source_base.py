@@ -11,6 +11,7 @@ import abc
 import contextlib
 import hashlib
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,6 +20,7 @@ from sources.base import Source
 from tests.helpers import ro_mobile
 
 SOURCE = "src"  # the source's name in every harness's config.yaml
+LEDGER_FILE = "connector.db"
 HEADER = ("Order ID", "Name", "Phone", "Status")
 ORDERS: tuple[tuple[str, str, str, str], ...] = (
     ("A-1", "Ana", ro_mobile(1), "Confirmed"),
@@ -45,7 +47,7 @@ RULE = """rules:
 def config_text(source_yaml: str, extra: str = "") -> str:
     """config.yaml with one source `src` (its YAML indented under it) and the dry-run sink `out`."""
     return (
-        f"state: sqlite:///connector.db\n{extra}sinks:\n  out: {{type: dry_run, path: outbox.jsonl}}\n"
+        f"state: sqlite:///{LEDGER_FILE}\n{extra}sinks:\n  out: {{type: dry_run, path: outbox.jsonl}}\n"
         f"sources:\n  {SOURCE}:\n{source_yaml}{RULE}"
     )
 
@@ -56,13 +58,22 @@ def order_rows() -> list[dict[str, str]]:
 
 def files(folder: Path) -> dict[str, str]:
     """Every file under `folder` with a digest of its bytes and its mtime (a file rewritten as it
-    was still counts: the CSV source starts settling it again). SQLite's shared-memory index is
-    left out: a read may touch it; a write shows in the database or its log."""
+    was still counts: the CSV source starts settling it again). The ledger's files are left out:
+    the running instance renews its lease there; what it records is compared by `ledger_rows`."""
     return {
         str(p.relative_to(folder)): f"{hashlib.sha256(p.read_bytes()).hexdigest()} {p.stat().st_mtime_ns}"
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and not p.name.endswith("-shm")
+        if p.is_file() and not p.name.startswith(LEDGER_FILE)
     }
+
+
+def ledger_rows(folder: Path) -> list[list[tuple[object, ...]]]:
+    """What the ledger records about records: its sends and its notes (not leases and holds)."""
+    path = folder / LEDGER_FILE
+    if not path.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        return [db.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall() for table in ("sends", "notes")]
 
 
 def outbox_lines(folder: Path) -> int:
@@ -99,7 +110,7 @@ class SourceRig(abc.ABC):
 
     def snapshot(self) -> dict[str, Any]:
         """Everything `preview` must leave as it was."""
-        return {"files": files(self.folder)}
+        return {"files": files(self.folder), "ledger": ledger_rows(self.folder)}
 
     def sensitive(self) -> list[str]:
         """Secret values the source handles that its config does not hold (a key file's key)."""

@@ -1,0 +1,246 @@
+"""The ledger's operations other than claiming, as programs (steps.py): sends, leases, holds, notes.
+
+Who may do what, in one place:
+- only a message's owner, with its lease live, turns it `sending` (`mark_sending`, the fence);
+- an outcome is written by the process that had the message: its owner, under this or an earlier
+  lease of the same process, or onto the `unknown` that recovery wrote while its request was out;
+- recovery first deletes the instances whose lease has lapsed (a renewal racing it either wins,
+  and the instance lives, or finds its row gone, and the instance knows it lost), then releases
+  whatever is owned by an instance that is not in the table any more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from connector.errors import Fenced
+from connector.ledger.base import Counts, Entry, Instance, State, Transition
+from connector.ledger.claims import COLUMNS, entry_of
+from connector.ledger.steps import Now, Program, Rows, Run, RunMany, marks, rows_in, run_in
+
+UNKNOWN_AFTER_LAPSE = "the process stopped while the provider had the request; not resent"
+_NOT_LIVE = "owner NOT IN (SELECT id FROM instances)"
+
+
+# -- sends --------------------------------------------------------------------------------------------
+
+
+def mark_sending(keys: Sequence[str], me: str) -> Program[None]:
+    now = yield Now()
+    live = yield Rows("SELECT 1 FROM instances WHERE id = ? AND expires_at > ?", [me, now])
+    if not live:
+        raise Fenced("this instance's lease has lapsed: another instance may have taken its messages")
+    wanted = list(dict.fromkeys(keys))
+    # `sending` again is allowed: only the owner gets here, and it knows what it has on the wire.
+    changed = yield from run_in(
+        "UPDATE sends SET state = 'sending', attempts = attempts + 1, updated_at = ? "
+        "WHERE owner = ? AND state IN ('pending', 'sending') AND key IN ({in})",
+        wanted,
+        before=[now, me],
+    )
+    if changed != len(wanted):
+        raise Fenced(f"{len(wanted) - changed} of {len(wanted)} message(s) are no longer this instance's")
+
+
+def record(transitions: Sequence[Transition], mine: Sequence[str]) -> Program[None]:
+    now = yield Now()
+    yield RunMany(
+        "UPDATE sends SET state = ?, detail = ?, updated_at = ?, owner = NULL "
+        f"WHERE key = ? AND (owner IN ({marks(len(mine))}) "
+        "OR (state = 'unknown' AND CAST(? AS TEXT) != 'pending'))",
+        [(t.state.value, t.detail, now, t.key, *mine, t.state.value) for t in transitions],
+    )
+
+
+def take_pending(sinks: Sequence[str], limit: int, me: str) -> Program[list[Entry]]:
+    now = yield Now()
+    rows = yield Rows(
+        f"UPDATE sends SET owner = ?, updated_at = ? WHERE key IN ("
+        f"SELECT key FROM sends WHERE state = 'pending' AND owner IS NULL AND sink IN ({marks(len(sinks))}) "
+        "ORDER BY created_at LIMIT ? {skip_locked}) "
+        f"AND state = 'pending' AND owner IS NULL RETURNING {COLUMNS}",
+        [me, now, *sinks, limit],
+    )
+    return sorted((entry_of(row) for row in rows), key=lambda e: e.created_at)
+
+
+def release(keys: Sequence[str], me: str) -> Program[None]:
+    yield from run_in(
+        "UPDATE sends SET owner = NULL WHERE owner = ? AND state = 'pending' AND key IN ({in})", keys, [me]
+    )
+
+
+# -- instances and leases -----------------------------------------------------------------------------
+
+
+def register(me: str, host: str, pid: int, lease: float) -> Program[None]:
+    now = yield Now()
+    yield Run(
+        "INSERT INTO instances (id, host, pid, started_at, renewed_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+        [me, host, pid, now, now, now + lease],
+    )
+
+
+def renew(me: str, lease: float) -> Program[bool]:
+    now = yield Now()
+    changed = yield Run(
+        "UPDATE instances SET renewed_at = ?, expires_at = ? WHERE id = ? AND expires_at > ?",
+        [now, now + lease, me, now],
+    )
+    return bool(changed)
+
+
+def recover() -> Program[int]:
+    """What lapsed instances held is released; answers how many `sending` became `unknown`."""
+    now = yield Now()
+    yield Run("DELETE FROM instances WHERE expires_at <= ?", [now])
+    unknown = yield Run(
+        "UPDATE sends SET state = 'unknown', detail = ?, updated_at = ?, owner = NULL "
+        f"WHERE state = 'sending' AND (owner IS NULL OR {_NOT_LIVE})",
+        [UNKNOWN_AFTER_LAPSE, now],
+    )
+    yield Run(f"UPDATE sends SET owner = NULL WHERE state = 'pending' AND owner IS NOT NULL AND {_NOT_LIVE}")
+    yield Run(f"DELETE FROM holds WHERE owner IS NOT NULL AND {_NOT_LIVE}")
+    return int(unknown)
+
+
+def retire(me: str) -> Program[int]:
+    """A graceful stop: everything this instance holds is released at once."""
+    now = yield Now()
+    yield Run("UPDATE sends SET owner = NULL WHERE owner = ? AND state = 'pending'", [me])
+    unknown = yield Run(
+        "UPDATE sends SET state = 'unknown', detail = ?, updated_at = ?, owner = NULL "
+        "WHERE owner = ? AND state = 'sending'",
+        [UNKNOWN_AFTER_LAPSE, now, me],
+    )
+    yield Run("DELETE FROM holds WHERE owner = ?", [me])
+    yield Run("DELETE FROM instances WHERE id = ?", [me])
+    return int(unknown)
+
+
+def instances() -> Program[list[Instance]]:
+    rows = yield Rows(
+        "SELECT id, host, pid, started_at, renewed_at, expires_at FROM instances ORDER BY started_at"
+    )
+    held: dict[str, list[str]] = {}
+    for owner, name in (yield Rows("SELECT owner, name FROM holds WHERE owner IS NOT NULL ORDER BY name")):
+        held.setdefault(owner, []).append(name)
+    counts: dict[tuple[str, str], int] = {}
+    for owner, state, count in (
+        yield Rows(
+            "SELECT owner, state, count(*) FROM sends WHERE state IN ('pending', 'sending') "
+            "AND owner IS NOT NULL GROUP BY owner, state"
+        )
+    ):
+        counts[(owner, state)] = int(count)
+    return [
+        Instance(
+            id=r[0],
+            host=r[1],
+            pid=int(r[2]),
+            started_at=r[3],
+            renewed_at=r[4],
+            expires_at=r[5],
+            holds=tuple(held.get(r[0], ())),
+            sending=counts.get((r[0], "sending"), 0),
+            owned=counts.get((r[0], "pending"), 0),
+        )
+        for r in rows
+    ]
+
+
+# -- holds ---------------------------------------------------------------------------------------------
+
+
+def hold(name: str, me: str) -> Program[int | None]:
+    now = yield Now()
+    if not (yield Rows("SELECT 1 FROM instances WHERE id = ? AND expires_at > ?", [me, now])):
+        return None  # a lapsed instance takes nothing more
+    found = yield Rows("SELECT owner, epoch FROM holds WHERE name = ?", [name])
+    if not found:
+        placed = yield Run(
+            "INSERT INTO holds (name, owner, epoch, taken_at) VALUES (?, ?, 1, ?) "
+            "ON CONFLICT (name) DO NOTHING",
+            [name, me, now],
+        )
+        return 1 if placed else None  # None: another instance took it in the same moment
+    owner, epoch = found[0][0], int(found[0][1])
+    if owner == me:
+        return epoch
+    if owner is not None and (
+        yield Rows("SELECT 1 FROM instances WHERE id = ? AND expires_at > ?", [owner, now])
+    ):
+        return None
+    changed = yield Run(
+        "UPDATE holds SET owner = ?, epoch = epoch + 1, taken_at = ? WHERE name = ? AND epoch = ?",
+        [me, now, name, epoch],
+    )
+    return epoch + 1 if changed else None
+
+
+def holding(name: str, epoch: int, me: str) -> Program[bool]:
+    now = yield Now()
+    rows = yield Rows(
+        "SELECT 1 FROM holds h JOIN instances i ON i.id = h.owner "
+        "WHERE h.name = ? AND h.owner = ? AND h.epoch = ? AND i.expires_at > ?",
+        [name, me, epoch, now],
+    )
+    return bool(rows)
+
+
+def let_go(name: str, me: str) -> Program[None]:
+    yield Run("DELETE FROM holds WHERE name = ? AND owner = ?", [name, me])
+
+
+# -- reading -------------------------------------------------------------------------------------------
+
+
+def entries(keys: Sequence[str]) -> Program[list[Entry]]:
+    rows = yield from rows_in(f"SELECT {COLUMNS} FROM sends WHERE key IN ({{in}})", keys)
+    return [entry_of(row) for row in rows]
+
+
+def counts() -> Program[list[Counts]]:
+    rows = yield Rows(
+        "SELECT source, rule, state, count(*) FROM sends "
+        "GROUP BY source, rule, state ORDER BY source, rule, state"
+    )
+    return [Counts(r[0], r[1], State(r[2]), int(r[3])) for r in rows]
+
+
+def recent(states: Sequence[State], limit: int) -> Program[list[Entry]]:
+    rows = yield Rows(
+        f"SELECT {COLUMNS} FROM sends WHERE state IN ({marks(len(states))}) ORDER BY updated_at DESC LIMIT ?",
+        [*(s.value for s in states), limit],
+    )
+    return [entry_of(row) for row in rows]
+
+
+# -- notes ---------------------------------------------------------------------------------------------
+
+
+def get_note(scope: str, key: str) -> Program[str | None]:
+    rows = yield Rows("SELECT value FROM notes WHERE scope = ? AND key = ?", [scope, key])
+    return None if not rows else str(rows[0][0])
+
+
+def set_note(scope: str, key: str, value: str) -> Program[None]:
+    yield Run(
+        "INSERT INTO notes (scope, key, value) VALUES (?, ?, ?) "
+        "ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
+        [scope, key, value],
+    )
+
+
+def notes_in(scope: str) -> Program[dict[str, str]]:
+    rows = yield Rows("SELECT key, value FROM notes WHERE scope = ?", [scope])
+    return {str(k): str(v) for k, v in rows}
+
+
+def drop_notes(scope: str, keys: Sequence[str]) -> Program[None]:
+    yield from run_in("DELETE FROM notes WHERE scope = ? AND key IN ({in})", keys, [scope])
+
+
+def ping() -> Program[Any]:
+    return (yield Rows("SELECT 1"))

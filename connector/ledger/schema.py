@@ -1,0 +1,100 @@
+"""The ledger's tables, created and migrated by the product itself, the same for SQLite and
+PostgreSQL (both read `DOUBLE PRECISION`, `BIGINT` and partial indexes alike).
+
+The version lives in `meta`. A ledger newer than this code is refused at start-up rather than
+written with rules it does not know.
+"""
+
+from __future__ import annotations
+
+from connector.errors import LedgerUnavailable
+from connector.ledger.steps import Program, Rows, Run
+
+VERSION = 2
+_CUT_SHORT = "the process stopped while the provider had the request; not resent"
+
+_SENDS = """
+CREATE TABLE IF NOT EXISTS sends (
+    key        TEXT PRIMARY KEY,
+    source     TEXT NOT NULL,
+    rule       TEXT NOT NULL,
+    sink       TEXT NOT NULL,
+    origin     TEXT NOT NULL,
+    recipient  TEXT NOT NULL,
+    text       TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    detail     TEXT NOT NULL DEFAULT '',
+    attempts   BIGINT NOT NULL DEFAULT 0,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    expires_at DOUBLE PRECISION,
+    owner      TEXT
+)"""
+
+# Only open messages are indexed by state: every send passes through three states, and indexing
+# all of them tripled the index writes for the queries (sweep what is pending, recover what an
+# expired instance was sending) that need it.
+_OPEN_INDEX = (
+    "CREATE INDEX IF NOT EXISTS sends_open ON sends (state, owner, sink, created_at) "
+    "WHERE state IN ('pending', 'sending')"
+)
+
+_REST = (
+    """CREATE TABLE IF NOT EXISTS notes (
+        scope TEXT NOT NULL,
+        key   TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (scope, key)
+    )""",
+    """CREATE TABLE IF NOT EXISTS instances (
+        id         TEXT PRIMARY KEY,
+        host       TEXT NOT NULL,
+        pid        BIGINT NOT NULL,
+        started_at DOUBLE PRECISION NOT NULL,
+        renewed_at DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS holds (
+        name     TEXT PRIMARY KEY,
+        owner    TEXT,
+        epoch    BIGINT NOT NULL,
+        taken_at DOUBLE PRECISION NOT NULL
+    )""",
+)
+
+_META = "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
+
+
+def migrate() -> Program[int]:
+    """Bring the ledger to VERSION (run in one transaction that no other migration overlaps);
+    answers the version found."""
+    yield Run(_META)
+    found = yield Rows("SELECT value FROM meta WHERE name = 'schema'")
+    version = int(found[0][0]) if found else 0
+    if version > VERSION:
+        raise LedgerUnavailable(
+            f"the ledger's schema is version {version}, newer than this connector knows ({VERSION}): "
+            "run the newer connector, or restore a ledger of this version"
+        )
+    if version == VERSION:
+        return version
+    if version == 1:  # one process per ledger, no owners: nothing open belongs to a live instance
+        yield Run("ALTER TABLE sends ADD COLUMN owner TEXT")
+        yield Run("DROP INDEX IF EXISTS sends_pending")
+        yield Run("UPDATE sends SET state = 'unknown', detail = ? WHERE state = 'sending'", [_CUT_SHORT])
+    else:
+        yield Run(_SENDS)
+    yield Run(_OPEN_INDEX)
+    for ddl in _REST:
+        yield Run(ddl)
+    if version == 0:
+        yield Run("INSERT INTO meta (name, value) VALUES ('schema', ?)", [str(VERSION)])
+    else:
+        yield Run("UPDATE meta SET value = ? WHERE name = 'schema'", [str(VERSION)])
+    return version
+
+
+def version() -> Program[int]:
+    """The schema version as it stands (read-only; `meta` must exist)."""
+    found = yield Rows("SELECT value FROM meta WHERE name = 'schema'")
+    return int(found[0][0]) if found else 0
