@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import os
 import time
 from collections import deque
@@ -76,6 +77,7 @@ class CsvFolderSource(Source):
     chunk_rows = 1000  # rows per process() call
     in_flight = 4  # chunks being processed at once; results are still written in order
     progress_every = 10.0  # seconds between progress lines for long files
+    held_elsewhere_s = 2.0  # a file another instance is taking is looked at again after this
 
     def __init__(self, name: str, config: CsvFolderConfig, ctx: SourceContext) -> None:
         super().__init__(name, config, ctx)
@@ -190,6 +192,7 @@ class CsvFolderSource(Source):
         epoch = await self.ctx.holds.hold(hold)
         if epoch is None:
             log.info("csv file being taken by another instance; left to it", source=self.name, file=path.name)
+            self._files.look_again(path, self.held_elsewhere_s)  # its holder may stop or die meanwhile
             return True
         self._busy.add(path)
         try:
@@ -220,13 +223,11 @@ class CsvFolderSource(Source):
         file_id = file_identity(path.name, st)
         await asyncio.to_thread(self.processed.mkdir, exist_ok=True)  # someone may have removed it
         _, results = free_names(self.processed, path.name, results_name)
-        writer = await asyncio.to_thread(ResultsWriter, results.with_name(results.name + ".part"), layout)
+        part = await asyncio.to_thread(self._part, results, taken.epoch)
+        writer = await asyncio.to_thread(ResultsWriter, part, layout)
         self.updates.begin(file_id)
         try:
             complete = await self._pump(path, layout, file_id, writer)
-            if complete and _changed(st, await asyncio.to_thread(path.stat)):
-                log.warning("csv file changed while read; read again", source=self.name, file=path.name)
-                complete = False
             if complete and not await self.ctx.holds.holding(taken.name, taken.epoch):
                 log.warning(
                     "csv file taken over by another instance (this one was silent past its lease); "
@@ -234,6 +235,9 @@ class CsvFolderSource(Source):
                     source=self.name,
                     file=path.name,
                 )
+                complete = False
+            if complete and _changed(st, await asyncio.to_thread(_stat_or_none, path)):
+                log.warning("csv file changed or moved while read; read again", source=self.name, file=path.name)
                 complete = False
             if not complete:
                 await asyncio.to_thread(writer.discard)
@@ -313,6 +317,15 @@ class CsvFolderSource(Source):
         )
         await self.updates.finished(file_id, fmt)
 
+    def _part(self, results: Path, epoch: int) -> Path:
+        """Where results are written while the file is taken: named by the hold's epoch, so that an
+        instance that lost the file never writes into the part of the one that took it over. Parts
+        of earlier takers (a crash, a lost lease) are removed."""
+        for stale in self.processed.glob(f"{glob.escape(results.name)}.*.part"):
+            if stale.name != f"{results.name}.{epoch}.part":
+                stale.unlink(missing_ok=True)
+        return results.with_name(f"{results.name}.{epoch}.part")
+
     def _fail(self, path: Path, reason: str) -> None:
         """Move to failed/ beside its reason; if even that is impossible, say so once, wait for a change."""
         original, note = free_names(self.failed, path.name, reason_name)
@@ -387,7 +400,16 @@ class CsvFolderSource(Source):
         return f"{shown}: {waiting} file{'' if waiting == 1 else 's'} waiting"
 
 
-def _changed(before: os.stat_result, after: os.stat_result) -> bool:
+def _stat_or_none(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
+
+
+def _changed(before: os.stat_result, after: os.stat_result | None) -> bool:
+    if after is None:
+        return True
     return (before.st_size, before.st_mtime_ns, before.st_ino) != (
         after.st_size,
         after.st_mtime_ns,

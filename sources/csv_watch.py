@@ -106,6 +106,13 @@ class Settling:
         """Names of the files seen that are not among `ready`: still being written, or just dropped."""
         return sorted(path.name for path in self._seen if path not in ready)
 
+    def look_again(self, path: Path, seconds: float) -> None:
+        """Offered again after `seconds` (another instance is taking it: it may give it up)."""
+        self.observe(path)
+        seen = self._seen.get(path)
+        if seen is not None:
+            seen.since = time.monotonic() + seconds - self._settings().settle
+
     def forget(self, path: Path) -> None:
         """Taken now; an event or the next rescan finds it again if it stays."""
         self._seen.pop(path, None)

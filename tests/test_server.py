@@ -135,11 +135,28 @@ async def test_openapi_describes_every_endpoint(served: Served) -> None:
 # -- lifecycle ------------------------------------------------------------------------------
 
 
-async def test_a_taken_port_is_a_clear_error(served: Served) -> None:
+async def test_a_port_another_program_holds_is_a_clear_error(served: Served) -> None:
     assert served.runtime.server is not None
-    other = HttpServer(served.runtime.server.app, "127.0.0.1", served.runtime.server.port)
-    with pytest.raises(ConnectorError, match=r"cannot listen on 127\.0\.0\.1"):
-        await other.start()
+    with socket.socket() as taken:  # a program that does not share its port
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        other = HttpServer(served.runtime.server.app, "127.0.0.1", taken.getsockname()[1])
+        with pytest.raises(ConnectorError, match=r"cannot listen on 127\.0\.0\.1"):
+            await other.start()
+
+
+async def test_a_second_instance_on_the_host_shares_the_port(served: Served) -> None:
+    # A rolling restart on one host: the new process listens while the old one drains.
+    assert served.runtime.server is not None
+    port = served.runtime.server.port
+    second = HttpServer(served.runtime.server.app, "127.0.0.1", port)
+    await second.start()
+    try:
+        async with httpx.AsyncClient() as client:
+            answers = [(await client.get(f"http://127.0.0.1:{port}/healthz")).status_code for _ in range(4)]
+        assert answers == [200] * 4
+    finally:
+        await second.stop()
 
 
 async def test_stopping_answers_the_delivery_in_flight_refuses_new_ones_and_sends_nothing_more(

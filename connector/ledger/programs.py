@@ -101,7 +101,8 @@ def recover() -> Program[int]:
         [UNKNOWN_AFTER_LAPSE, now],
     )
     yield Run(f"UPDATE sends SET owner = NULL WHERE state = 'pending' AND owner IS NOT NULL AND {_NOT_LIVE}")
-    yield Run(f"DELETE FROM holds WHERE owner IS NOT NULL AND {_NOT_LIVE}")
+    # Released, not deleted: the epoch goes on growing, so a holder that only paused can tell.
+    yield Run(f"UPDATE holds SET owner = NULL WHERE owner IS NOT NULL AND {_NOT_LIVE}")
     return int(unknown)
 
 
