@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
@@ -15,7 +16,8 @@ from connector.config_loader import LoadedConfig
 from connector.errors import ConnectorError
 from connector.events import Record
 from connector.http import make_client
-from connector.ledger import State, open_ledger, sqlite_path
+from connector.ledger import Instance, State, open_ledger, sqlite_path
+from connector.ledger import describe as describe_ledger
 from connector.rules import CompiledRule
 from connector.runtime import Runtime, build_sinks, build_sources
 from connector.segments import count_segments
@@ -85,7 +87,12 @@ async def check(loaded: LoadedConfig, *, online: bool) -> int:
     config = loaded.config
     rules = loaded.rules
     failures = 0
-    lines = [f"{loaded.path}: config is valid", f"  state    {config.state}"]
+    lines = [f"{loaded.path}: config is valid"]
+    try:
+        lines.append(f"  ledger   {await describe_ledger(config.state, loaded.base_dir, online=online)}")
+    except ConnectorError as exc:
+        failures += 1
+        lines.append(f"  ledger   UNUSABLE: {exc}")
     async with make_client(8) as client:
         sinks = build_sinks(loaded, client)
         for name, sink in sinks.items():
@@ -190,6 +197,7 @@ async def status(loaded: LoadedConfig, recent: int) -> int:
     try:
         counts = await ledger.counts()
         problems = await ledger.recent([State.FAILED, State.UNKNOWN], recent)
+        instances = await ledger.instances()
     finally:
         await ledger.close()
     table: dict[tuple[str, str], dict[State, int]] = defaultdict(dict)
@@ -205,7 +213,30 @@ async def status(loaded: LoadedConfig, recent: int) -> int:
         print("\nmost recent failures and unknowns:")
         for entry in problems:
             print(
-                f"  {stamp(entry.updated_at)} {entry.source}/{entry.rule} {entry.recipient or '-'}: "
-                f"{entry.state.value}: {entry.detail}"
+                f"  {stamp(entry.updated_at)} {entry.key} {entry.source}/{entry.rule} "
+                f"{entry.recipient or '-'}: {entry.state.value}: {entry.detail}"
             )
+    print(_instances(instances))
     return 0
+
+
+def _instances(instances: Sequence[Instance]) -> str:
+    """The processes sharing the ledger, and what each holds (SPEC "Several processes")."""
+    if not instances:
+        return "\ninstances: none running"
+    now = time.time()
+    lines = [f"\ninstances sharing the ledger ({len(instances)}):"]
+    for i in instances:
+        left = i.expires_at - now
+        lease = (
+            f"lease {left:.0f}s left"
+            if left > 0
+            else f"LAPSED {-left:.0f}s ago (its claims go to the others)"
+        )
+        lines.append(
+            f"  {i.id}  host {i.host} pid {i.pid}, started {stamp(i.started_at)}, "
+            f"renewed {stamp(i.renewed_at)}, {lease}"
+        )
+        held = ", ".join(i.holds) if i.holds else "nothing"
+        lines.append(f"      holds {held}; {i.sending} sending, {i.owned} claimed not yet sent")
+    return "\n".join(lines)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Collection, Mapping
 from typing import Literal
+from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -58,6 +59,9 @@ class ConnectorConfig(BaseModel):
 
     def secrets(self) -> list[str]:
         found: list[str] = []
+        password = urlsplit(self.state).password  # postgresql://user:password@host/db
+        if password:
+            found += [password, quote(password, safe="")]
         for sink in self.sinks.values():
             found.extend(sink.secrets())
         for source in self.sources.values():

@@ -54,6 +54,17 @@ class Metrics:
             ["source", "rule", "state"],
             registry=self.registry,
         )
+        self.lease_left = Gauge(
+            "connector_instance_lease_seconds",
+            "Seconds of lease this instance can count on (0: lapsed or not renewed).",
+            registry=self.registry,
+        )
+        self.holding = Gauge(
+            "connector_instance_holds",
+            "1 for each hold this instance has (a CSV file, a sheet's poll, the sweeper).",
+            ["hold"],
+            registry=self.registry,
+        )
         self.sink_paused = Gauge(
             "connector_sink_paused",
             "1 while the sink is paused (account problem).",
@@ -80,4 +91,8 @@ class Metrics:
             self.ledger_entries.labels(row.source, row.rule, row.state.value).set(row.count)
         for name, sink in sinks.items():
             self.sink_paused.labels(name).set(1 if sink.paused else 0)
+        self.lease_left.set(ledger.lease_left)
+        self.holding.clear()
+        for hold in ledger.held:
+            self.holding.labels(hold).set(1)
         return generate_latest(self.registry)

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 GRACEFUL_STOP_S = 5.0  # requests in flight when the server closes (after the sends' grace)
+PING_TIMEOUT_S = 2.0  # a ledger slower than this to answer is unhealthy for a load balancer
 
 
 def build_app(engine: Engine, routes: Sequence[HttpRoute], metrics: Metrics) -> Starlette:
@@ -59,12 +60,21 @@ def build_app(engine: Engine, routes: Sequence[HttpRoute], metrics: Metrics) -> 
 
     async def healthz(request: Request) -> Response:
         sinks = {name: _sink_state(sink) for name, sink in engine.sinks.items()}
+        instance = {
+            "id": ledger.instance_id,
+            "lease_left_s": round(ledger.lease_left, 1),
+            "holds": sorted(ledger.held),
+        }
         try:
-            await ledger.ping()
+            await asyncio.wait_for(ledger.ping(), PING_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - any failure to reach the ledger is "unhealthy"
-            log.error("health check: ledger unreachable", error=str(exc))
-            return JSONResponse({"status": "unavailable", "ledger": "unreachable", "sinks": sinks}, 503)
-        return JSONResponse({"status": "ok", "ledger": "ok", "sinks": sinks})
+            log.error("health check: ledger unreachable", error=str(exc) or type(exc).__name__)
+            body = {"status": "unavailable", "ledger": "unreachable", "instance": instance, "sinks": sinks}
+            return JSONResponse(body, 503)
+        if ledger.lease_left <= 0:  # cannot renew: nothing of what it claimed may be sent
+            body = {"status": "unavailable", "ledger": "lease lapsed", "instance": instance, "sinks": sinks}
+            return JSONResponse(body, 503)
+        return JSONResponse({"status": "ok", "ledger": "ok", "instance": instance, "sinks": sinks})
 
     async def scrape(request: Request) -> Response:
         return Response(await metrics.render(ledger, engine.sinks), media_type=CONTENT_TYPE)

@@ -237,7 +237,9 @@ class CsvFolderSource(Source):
                 )
                 complete = False
             if complete and _changed(st, await asyncio.to_thread(_stat_or_none, path)):
-                log.warning("csv file changed or moved while read; read again", source=self.name, file=path.name)
+                log.warning(
+                    "csv file changed or moved while read; read again", source=self.name, file=path.name
+                )
                 complete = False
             if not complete:
                 await asyncio.to_thread(writer.discard)

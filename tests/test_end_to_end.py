@@ -94,9 +94,11 @@ def test_status_and_check_commands(tmp_path: Path, emulator: RoEmulator, url: st
     row = next(line for line in status.stdout.splitlines() if line.startswith("erp"))
     assert row.split()[2:] == ["0", "0", "2", "1", "0"]  # pending sending sent failed unknown
     assert "fixed-line" in status.stdout
+    assert "instances: none running" in status.stdout  # the once pass released everything it held
     check = connector("check", "-c", "config.yaml", cwd=tmp_path)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "robo_sms_ro" in check.stdout and TOKEN not in check.stdout
+    assert "connector.db, schema version 2" in check.stdout
 
 
 PK_KEY = "pk-e2e-key"

@@ -111,7 +111,9 @@ def test_a_new_process_starting_while_the_old_one_drains(tmp_path: Path) -> None
             time.sleep(1.5)  # the new one is up, recovering and sweeping, beside the old one
             old.send_signal(signal.SIGTERM)
             assert old.wait(timeout=15) == 0
-            wait_for(lambda: all_sent(tmp_path, 30), timeout=90, what="every row sent, the rest by the new process")
+            wait_for(
+                lambda: all_sent(tmp_path, 30), timeout=90, what="every row sent, the rest by the new process"
+            )
         finally:
             for process in (old, new):
                 if process is not None and process.poll() is None:
@@ -136,7 +138,9 @@ def test_a_process_paused_past_its_lease_sends_nothing_more(tmp_path: Path) -> N
             extra="instance: {lease: 2s}\nshutdown_grace: 3s\n",
         )
         config = tmp_path / "config.yaml"
-        config.write_text(config.read_text().replace("    settle: 100ms\n", "    settle: 100ms\n    rescan: 1s\n"))
+        config.write_text(
+            config.read_text().replace("    settle: 100ms\n", "    settle: 100ms\n    rescan: 1s\n")
+        )
         log = tmp_path / "connector.log"
         paused = start_connector("run", "-c", "config.yaml", cwd=tmp_path, log=log)
         other: subprocess.Popen[bytes] | None = None

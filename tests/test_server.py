@@ -58,11 +58,26 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 # -- /healthz -------------------------------------------------------------------------------
 
 
+async def sweeping(served: Served) -> None:
+    """Until the first sweep of held messages has taken the sweeper's hold (at start-up)."""
+    for _ in range(100):
+        if "job:sweeper" in served.runtime.ledger.held:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the sweeper never ran")
+
+
 async def test_healthz_reports_ledger_and_each_sink(served: Served) -> None:
+    await sweeping(served)
     answer = await served.client.get(served.url + "/healthz")
     assert answer.status_code == 200
     active = {"outbox": {"state": "active", "reason": ""}}
-    assert answer.json() == {"status": "ok", "ledger": "ok", "sinks": active}
+    health = answer.json()
+    instance = health.pop("instance")
+    assert health == {"status": "ok", "ledger": "ok", "sinks": active}
+    assert instance["id"] == served.runtime.ledger.instance_id
+    assert 0 < instance["lease_left_s"] <= 30
+    assert "job:sweeper" in instance["holds"]  # the one instance sweeping held messages
     served.runtime.sinks["outbox"].pause("no credits left")
     paused = (await served.client.get(served.url + "/healthz")).json()
     assert paused["sinks"]["outbox"] == {"state": "paused", "reason": "no credits left"}
@@ -82,6 +97,18 @@ async def test_healthz_is_503_when_the_ledger_cannot_be_reached(
     assert answer.json()["ledger"] == "unreachable"
 
 
+async def test_healthz_is_503_once_the_lease_has_lapsed(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The ledger answers, but this process could not renew its lease (an outage, a long pause):
+    # whatever it claimed may be another instance's by now, and a load balancer should know.
+    monkeypatch.setattr(served.runtime.ledger, "renewed", -1e9)
+    answer = await served.client.get(served.url + "/healthz")
+    assert answer.status_code == 503
+    assert answer.json()["ledger"] == "lease lapsed"
+    assert answer.json()["instance"]["lease_left_s"] == 0
+
+
 # -- /metrics -------------------------------------------------------------------------------
 
 
@@ -95,6 +122,7 @@ async def test_metrics_parse_and_move_with_deliveries_and_sends(served: Served) 
     refused = await served.post("/hooks/bearer", encode(order(3)), {"content-type": "application/json"})
     assert refused.status_code == 401
     await served.runtime.engine.drain()
+    await sweeping(served)
 
     scrape = await served.client.get(served.url + "/metrics")
     assert scrape.headers["content-type"].startswith("text/plain")
@@ -106,6 +134,8 @@ async def test_metrics_parse_and_move_with_deliveries_and_sends(served: Served) 
     assert after[("connector_send_latency_seconds_count", (("sink", "outbox"),))] >= 1
     ledger = ("connector_ledger_entries", (("rule", "notify"), ("source", "open"), ("state", "sent")))
     assert after[ledger] == 2
+    assert 0 < after[("connector_instance_lease_seconds", ())] <= 30
+    assert after[("connector_instance_holds", (("hold", "job:sweeper"),))] == 1
 
 
 # -- /openapi.json --------------------------------------------------------------------------

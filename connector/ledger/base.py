@@ -128,6 +128,12 @@ class Ledger(abc.ABC):
 
     instance_id: str  # this process's identity in the ledger; it changes only if the lease is lost
     lease: float
+    held: dict[str, int]  # the holds this process has taken: name -> epoch
+
+    @property
+    @abc.abstractmethod
+    def lease_left(self) -> float:
+        """Seconds of lease this process can count on (0 before it joined, or once it lapsed)."""
 
     @abc.abstractmethod
     async def claim(self, claims: Sequence[Claim], delivery: Delivery | None = None) -> Claimed:
