@@ -334,6 +334,26 @@ async def test_a_status_change_while_the_file_is_in_hand_reaches_the_results(tmp
     assert f.results()[1:] == [["Ana", "0740", "sent later 42"], ["Ion", "0741", f"{SENT} id-0741"]]
 
 
+async def test_a_status_from_another_instance_for_a_file_still_in_hand_reaches_the_results(
+    tmp_path: Path,
+) -> None:
+    # Two instances on one ledger (one notes store) and one shared folder: the first is taking
+    # x.csv; the second sends one of its held messages and writes the status back meanwhile.
+    f = Folder(tmp_path)
+    other = CsvFolderSource("erp", f.source.config, f.ctx)
+    f.source.chunk_rows = 1
+    f.engine.gate, f.engine.gate_call = asyncio.Event(), 2
+    f.drop("x.csv", "Name,Phone\nAna,0740\nIon,0741\n")
+    task = asyncio.create_task(f.source.once())
+    await asyncio.wait_for(f.engine.entered.wait(), 15)
+    await other.write_back([StatusUpdate(f.engine.seen[0].origin, "sent by the other one")])
+    assert any(scope.endswith(":late:" + f.engine.seen[0].origin.split(":")[0]) for scope, _ in f.notes.notes)
+    f.engine.gate.set()
+    await task
+    assert f.results()[1:] == [["Ana", "0740", "sent by the other one"], ["Ion", "0741", f"{SENT} id-0741"]]
+    assert not [key for key in f.notes.notes if ":late:" in key[0]]  # written, then forgotten
+
+
 async def test_write_back_rewrites_one_status(tmp_path: Path) -> None:
     f = Folder(tmp_path)
     f.drop("x.csv", 'Name;Phone;Note\r\nAna;0740;"two\r\nlines"\r\n\r\nIon;0741;x\r\nDan;0742;y\r\n')
