@@ -206,6 +206,33 @@ async def test_recovery_after_a_lapse_makes_sending_unknown_and_frees_the_rest(
     assert [i.id for i in await alive.instances()] == [alive.instance_id]
 
 
+async def test_a_dead_process_of_this_host_is_released_without_waiting_for_its_lease(
+    url: str, instance: Opener
+) -> None:
+    dead_pid = 4_194_304 + 1000  # above the largest pid_max Linux allows: no process has it
+    alive = await instance()
+    far = time.time() + 3600
+    for who, pid in (("dead", dead_pid), ("other-host", dead_pid)):
+        place = alive.place if who == "dead" else "elsewhere|boot|pid:[1]"
+        raw_sql(
+            url,
+            "INSERT INTO instances (id, host, place, pid, started_at, renewed_at, expires_at) "
+            "VALUES (?, 'h', ?, ?, 0, 0, ?)",
+            [who, place, pid, far],
+        )
+        key = f"k-{who}"
+        raw_sql(
+            url,
+            "INSERT INTO sends (key, source, rule, sink, origin, recipient, text, state, detail, attempts, "
+            "created_at, updated_at, owner) "
+            "VALUES (?, 'erp', 'r', 'ro', ?, '+40', 'hi', 'sending', '', 1, 0, 0, ?)",
+            [key, key, who],
+        )
+    assert await alive.recover() == 1  # kill -9 beside it: known at once, not in an hour
+    states = {e.key: e.state for e in await alive.entries(["k-dead", "k-other-host"])}
+    assert states == {"k-dead": State.UNKNOWN, "k-other-host": State.SENDING}  # elsewhere: the lease decides
+
+
 async def test_a_late_outcome_of_a_lapsed_instance_is_still_the_truth(url: str, instance: Opener) -> None:
     slow, other = await instance(), await instance()
     await slow.claim([claim("k1")])

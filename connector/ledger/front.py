@@ -14,10 +14,12 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
 
+from connector.errors import LedgerUnavailable
 from connector.ledger import programs
 from connector.ledger.base import (
     Claim,
@@ -38,6 +40,7 @@ T = TypeVar("T")
 Factory = Callable[[], Program[T]]  # a program made afresh, so a driver can run it again
 
 DEFAULT_LEASE_S = 30.0
+INTAKE_WAIT_S = 10.0  # a webhook delivery waits this long for its claims to commit, then gets 503
 RETIRE_WAIT_S = 10.0  # a stop through a ledger outage does not wait for ever: the lease lapses instead
 
 
@@ -45,9 +48,31 @@ def new_instance_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
+def this_place() -> str:
+    """Where pids mean the same thing: this host, this boot, this pid namespace (a container
+    sharing the host's name has its own pids, and a reboot starts them again)."""
+    parts = [socket.gethostname()]
+    with contextlib.suppress(OSError):
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+        parts.append(str(Path("/proc/self/ns/pid").readlink()))
+    return "|".join(parts)
+
+
+def gone(pid: int) -> bool:
+    """Whether no process of this place has this pid (any doubt counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists but is not ours to signal
+        return False
+    return False
+
+
 class SqlLedger(Ledger, abc.ABC):
     def __init__(self) -> None:
         self.instance_id = new_instance_id()
+        self.place = this_place()
         self.lease = DEFAULT_LEASE_S
         self._mine: list[str] = [self.instance_id]  # every id this process had: outcomes of each are ours
         self._joined = False
@@ -71,9 +96,7 @@ class SqlLedger(Ledger, abc.ABC):
     async def join(self, lease: float = DEFAULT_LEASE_S) -> None:
         """Register this process and keep its lease renewed (every third of it) until `close`."""
         self.lease = lease
-        await self._write(
-            lambda: programs.register(self.instance_id, socket.gethostname(), os.getpid(), lease)
-        )
+        await self._register()
         self.renewed = time.monotonic()
         self._joined = True
         self._renewing = asyncio.create_task(self._keep_lease(), name="ledger-lease")
@@ -101,11 +124,13 @@ class SqlLedger(Ledger, abc.ABC):
             lost=lost,
             instance=self.instance_id,
         )
-        await self._write(
-            lambda: programs.register(self.instance_id, socket.gethostname(), os.getpid(), self.lease)
-        )
+        await self._register()
         self.renewed = time.monotonic()
         return False
+
+    async def _register(self) -> None:
+        me, place, lease = self.instance_id, self.place, self.lease
+        await self._write(lambda: programs.register(me, socket.gethostname(), place, os.getpid(), lease))
 
     @property
     def lease_left(self) -> float:
@@ -116,7 +141,14 @@ class SqlLedger(Ledger, abc.ABC):
 
     async def claim(self, claims: Sequence[Claim], delivery: Delivery | None = None) -> Claimed:
         me = self.instance_id
-        return await self._write(lambda: claim_program(claims, me, delivery))
+        claimed = self._write(lambda: claim_program(claims, me, delivery))
+        if delivery is None:
+            return await claimed
+        try:  # a sender waits on this answer: through an outage it had better retry (503)
+            return await asyncio.wait_for(claimed, INTAKE_WAIT_S)
+        except TimeoutError:
+            # The claim may still commit; the sender's retry then gets that first answer.
+            raise LedgerUnavailable(f"the ledger did not answer within {INTAKE_WAIT_S:g}s") from None
 
     async def mark_sending(self, keys: Sequence[str]) -> None:
         me = self.instance_id
@@ -136,6 +168,13 @@ class SqlLedger(Ledger, abc.ABC):
             await self._write(lambda: programs.release(keys, me))
 
     async def recover(self) -> int:
+        # Beside this process a dead one is known at once, not only when its lease lapses: a
+        # restart after kill -9 carries on with what the dead process had claimed straight away.
+        local = await self._read(lambda: programs.neighbours(self.place))
+        dead = [i for i, pid in local if i not in self._mine and gone(pid)]
+        if dead:
+            log.info("instances of this host whose process is gone: released now", instances=dead)
+            await self._write(lambda: programs.expire(dead))
         return await self._write(programs.recover)
 
     # -- holds ---------------------------------------------------------------------------------------

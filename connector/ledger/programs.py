@@ -74,12 +74,24 @@ def release(keys: Sequence[str], me: str) -> Program[None]:
 # -- instances and leases -----------------------------------------------------------------------------
 
 
-def register(me: str, host: str, pid: int, lease: float) -> Program[None]:
+def register(me: str, host: str, place: str, pid: int, lease: float) -> Program[None]:
     now = yield Now()
     yield Run(
-        "INSERT INTO instances (id, host, pid, started_at, renewed_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-        [me, host, pid, now, now, now + lease],
+        "INSERT INTO instances (id, host, place, pid, started_at, renewed_at, expires_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [me, host, place, pid, now, now, now + lease],
     )
+
+
+def neighbours(place: str) -> Program[list[tuple[str, int]]]:
+    """(id, pid) of the instances registered from this place: their pids can be looked at."""
+    rows = yield Rows("SELECT id, pid FROM instances WHERE place = ?", [place])
+    return [(str(r[0]), int(r[1])) for r in rows]
+
+
+def expire(ids: Sequence[str]) -> Program[None]:
+    now = yield Now()
+    yield from run_in("UPDATE instances SET expires_at = ? WHERE id IN ({in})", ids, [now])
 
 
 def renew(me: str, lease: float) -> Program[bool]:

@@ -49,6 +49,7 @@ _REST = (
     """CREATE TABLE IF NOT EXISTS instances (
         id         TEXT PRIMARY KEY,
         host       TEXT NOT NULL,
+        place      TEXT NOT NULL,
         pid        BIGINT NOT NULL,
         started_at DOUBLE PRECISION NOT NULL,
         renewed_at DOUBLE PRECISION NOT NULL,
