@@ -32,12 +32,12 @@ from connector.ledger.base import (
     State,
     Transition,
 )
+from connector.ledger.batches import Factory, Together
 from connector.ledger.claims import claim as claim_program
 from connector.ledger.steps import Program
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
-Factory = Callable[[], Program[T]]  # a program made afresh, so a driver can run it again
 
 DEFAULT_LEASE_S = 30.0
 INTAKE_WAIT_S = 10.0  # a webhook delivery waits this long for its claims to commit, then gets 503
@@ -83,7 +83,9 @@ class SqlLedger(Ledger, abc.ABC):
     # -- the driver -----------------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def _write(self, factory: Factory[T]) -> T: ...
+    async def _write(self, work: Factory[T] | Together[Any]) -> T:
+        """In a write transaction, group-committed; a `Together` shares one program with the jobs
+        of its kind in the same batch."""
 
     @abc.abstractmethod
     async def _read(self, factory: Factory[T]) -> T: ...
@@ -151,12 +153,10 @@ class SqlLedger(Ledger, abc.ABC):
             raise LedgerUnavailable(f"the ledger did not answer within {INTAKE_WAIT_S:g}s") from None
 
     async def mark_sending(self, keys: Sequence[str]) -> None:
-        me = self.instance_id
-        await self._write(lambda: programs.mark_sending(keys, me))
+        await self._write(Together("mark_sending", (keys, self.instance_id), programs.mark_sending_all))
 
     async def record(self, transitions: Sequence[Transition]) -> None:
-        mine = list(self._mine)
-        await self._write(lambda: programs.record(transitions, mine))
+        await self._write(Together("record", (transitions, tuple(self._mine)), programs.record_all))
 
     async def take_pending(self, sinks: Sequence[str], limit: int) -> list[Entry]:
         me = self.instance_id

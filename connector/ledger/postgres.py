@@ -30,7 +30,8 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from connector.errors import LedgerUnavailable
 from connector.ledger import schema
-from connector.ledger.front import Factory, SqlLedger
+from connector.ledger.batches import Factory, Together, Work, answered, units
+from connector.ledger.front import SqlLedger
 from connector.ledger.steps import Now, Program, Rows, Run, RunMany, Step
 from connector.redact import Redactor
 
@@ -49,13 +50,14 @@ _NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
 
 @dataclass(slots=True)
 class _Job(Generic[T]):
-    work: Factory[T]
+    work: Work
     future: asyncio.Future[T]
 
 
 @lru_cache(maxsize=256)
 def _dialect(sql: str) -> str:
-    return sql.replace("%", "%%").replace("?", "%s").replace("{skip_locked}", "FOR UPDATE SKIP LOCKED")
+    sql = sql.replace("%", "%%").replace("?", "%s")
+    return sql.replace("{skip_locked}", "FOR UPDATE SKIP LOCKED").replace("{for_update}", "FOR UPDATE")
 
 
 async def _step(conn: psycopg.AsyncConnection[Any], now: float, step: Step) -> Any:
@@ -182,7 +184,7 @@ class PostgresLedger(SqlLedger):
             if self.outage_since is not None:
                 log.warning("ledger reachable again; sending resumes")
                 self.outage_since = None
-            for job, (result, error) in zip(batch, answers, strict=True):
+            for job, result, error in answers:
                 if job.future.done():
                     continue
                 if error is not None:
@@ -191,35 +193,36 @@ class PostgresLedger(SqlLedger):
                     job.future.set_result(result)
             return
 
-    async def _transaction(self, batch: list[_Job[Any]]) -> list[tuple[Any, BaseException | None]]:
-        answers: list[tuple[Any, BaseException | None]] = []
+    async def _transaction(self, batch: list[_Job[Any]]) -> list[tuple[_Job[Any], Any, BaseException | None]]:
+        answers: list[tuple[_Job[Any], Any, BaseException | None]] = []
+        plan = units(batch, lambda job: job.work)
         async with self._pool.connection() as conn:
-            if len(batch) == 1:
+            if len(plan) == 1:
                 try:
                     async with conn.transaction():
-                        answers.append((await _run(conn, await _now(conn), batch[0].work()), None))
+                        answers += answered(plan[0], await _run(conn, await _now(conn), plan[0].program()))
                 except _OUTAGE:
                     raise
-                except Exception as exc:  # noqa: BLE001 - rolled back, handed back to that caller
-                    answers.append((None, _plain(exc)))
+                except Exception as exc:  # noqa: BLE001 - rolled back, handed back to those callers
+                    answers += [(job, None, _plain(exc)) for job in plan[0].jobs]
                 return answers
             async with conn.transaction():
                 now = await _now(conn)
-                for job in batch:
+                for unit in plan:
                     try:
                         async with conn.transaction():  # a savepoint
-                            answers.append((await _run(conn, now, job.work()), None))
+                            answers += answered(unit, await _run(conn, now, unit.program()))
                     except _OUTAGE:
                         raise
                     except Exception as exc:  # noqa: BLE001 - rolled back to its savepoint
-                        answers.append((None, _plain(exc)))
+                        answers += [(job, None, _plain(exc)) for job in unit.jobs]
         return answers
 
-    async def _write(self, factory: Factory[T]) -> T:
+    async def _write(self, work: Factory[T] | Together[Any]) -> T:
         if self._writer is None or self._writer.done():
             raise RuntimeError("the ledger is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._jobs.put_nowait(_Job(factory, future))
+        self._jobs.put_nowait(_Job(work, future))
         return await future
 
     async def _read(self, factory: Factory[T]) -> T:

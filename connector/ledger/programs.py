@@ -26,31 +26,65 @@ _NOT_LIVE = "owner NOT IN (SELECT id FROM instances)"
 # -- sends --------------------------------------------------------------------------------------------
 
 
-def mark_sending(keys: Sequence[str], me: str) -> Program[None]:
-    now = yield Now()
-    live = yield Rows("SELECT 1 FROM instances WHERE id = ? AND expires_at > ?", [me, now])
-    if not live:
-        raise Fenced("this instance's lease has lapsed: another instance may have taken its messages")
-    wanted = list(dict.fromkeys(keys))
-    # `sending` again is allowed: only the owner gets here, and it knows what it has on the wire.
-    changed = yield from run_in(
-        "UPDATE sends SET state = 'sending', attempts = attempts + 1, updated_at = ? "
-        "WHERE owner = ? AND state IN ('pending', 'sending') AND key IN ({in})",
-        wanted,
-        before=[now, me],
-    )
-    if changed != len(wanted):
-        raise Fenced(f"{len(wanted) - changed} of {len(wanted)} message(s) are no longer this instance's")
+LAPSED = "this instance's lease has lapsed: another instance may have taken its messages"
 
 
-def record(transitions: Sequence[Transition], mine: Sequence[str]) -> Program[None]:
+def mark_sending_all(requests: list[tuple[Sequence[str], str]]) -> Program[list[Fenced | None]]:
+    """Every (keys, instance) asking to send in this batch, in a few statements: each is marked
+    only if that instance's lease is live and it owns every one of its keys (else Fenced, and none
+    of its keys is marked). The rows are locked while deciding, so nothing changes in between."""
     now = yield Now()
-    yield RunMany(
-        "UPDATE sends SET state = ?, detail = ?, updated_at = ?, owner = NULL "
-        f"WHERE key = ? AND (owner IN ({marks(len(mine))}) "
-        "OR (state = 'unknown' AND CAST(? AS TEXT) != 'pending'))",
-        [(t.state.value, t.detail, now, t.key, *mine, t.state.value) for t in transitions],
+    asking = sorted({me for _, me in requests})
+    live_rows = yield Rows(
+        f"SELECT id FROM instances WHERE expires_at > ? AND id IN ({marks(len(asking))})", [now, *asking]
     )
+    live = {str(r[0]) for r in live_rows}
+    theirs: set[tuple[str, str]] = set()
+    for me in sorted(live):
+        wanted = list(dict.fromkeys(k for keys, m in requests if m == me for k in keys))
+        # `sending` again is allowed: only the owner gets here, and it knows what it has on the wire.
+        rows = yield from rows_in(
+            "SELECT key FROM sends WHERE owner = ? AND state IN ('pending', 'sending') "
+            "AND key IN ({in}) {for_update}",
+            wanted,
+            [me],
+        )
+        theirs.update((str(r[0]), me) for r in rows)
+    answers: list[Fenced | None] = []
+    marked: list[str] = []
+    for keys, me in requests:
+        wanted = list(dict.fromkeys(keys))
+        missing = sum((k, me) not in theirs for k in wanted)
+        if me not in live:
+            answers.append(Fenced(LAPSED))
+        elif missing:
+            answers.append(Fenced(f"{missing} of {len(wanted)} message(s) are no longer this instance's"))
+        else:
+            marked += wanted
+            answers.append(None)
+    if marked:
+        yield from run_in(
+            "UPDATE sends SET state = 'sending', attempts = attempts + 1, updated_at = ? WHERE key IN ({in})",
+            list(dict.fromkeys(marked)),
+            [now],
+        )
+    return answers
+
+
+def record_all(requests: list[tuple[Sequence[Transition], tuple[str, ...]]]) -> Program[list[None]]:
+    """Every outcome of this batch in one statement per set of ids a process had."""
+    now = yield Now()
+    by_ids: dict[tuple[str, ...], list[Transition]] = {}
+    for transitions, mine in requests:
+        by_ids.setdefault(mine, []).extend(transitions)
+    for mine, transitions in by_ids.items():
+        yield RunMany(
+            "UPDATE sends SET state = ?, detail = ?, updated_at = ?, owner = NULL "
+            f"WHERE key = ? AND (owner IN ({marks(len(mine))}) "
+            "OR (state = 'unknown' AND CAST(? AS TEXT) != 'pending'))",
+            [(t.state.value, t.detail, now, t.key, *mine, t.state.value) for t in transitions],
+        )
+    return [None] * len(requests)
 
 
 def take_pending(sinks: Sequence[str], limit: int, me: str) -> Program[list[Entry]]:

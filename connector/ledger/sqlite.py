@@ -28,9 +28,10 @@ import structlog
 
 from connector.errors import LedgerUnavailable
 from connector.ledger import schema
+from connector.ledger.batches import Factory, Together, Work, answered, units
 from connector.ledger.checkpoint import Checkpointer
-from connector.ledger.front import Factory, SqlLedger, answer_all
-from connector.ledger.steps import Now, Rows, Run, RunMany, Step
+from connector.ledger.front import SqlLedger, answer_all
+from connector.ledger.steps import Now, Program, Rows, Run, RunMany, Step
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -40,7 +41,7 @@ BUSY_TIMEOUT_MS = 30_000
 
 @dataclass(slots=True)
 class _Job(Generic[T]):
-    work: Factory[T]
+    work: Work
     future: asyncio.Future[T]
     loop: asyncio.AbstractEventLoop
     write: bool
@@ -65,7 +66,8 @@ def _resolve_all(answers: list[_Answer]) -> None:
 
 @lru_cache(maxsize=256)
 def _dialect(sql: str) -> str:
-    return sql.replace("{skip_locked}", "")  # the writer holds the only write lock: nothing to skip
+    # The writer holds the only write lock: nothing to skip, nothing to lock.
+    return sql.replace("{skip_locked}", "").replace("{for_update}", "")
 
 
 def _step(conn: sqlite3.Connection, now: float, step: Step) -> Any:
@@ -80,8 +82,8 @@ def _step(conn: sqlite3.Connection, now: float, step: Step) -> Any:
     return now
 
 
-def _run(conn: sqlite3.Connection, now: float, job: _Job[Any]) -> Any:
-    return answer_all(job.work(), lambda step: _step(conn, now, step))
+def _run(conn: sqlite3.Connection, now: float, program: Program[T]) -> T:
+    return answer_all(program, lambda step: _step(conn, now, step))
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -168,26 +170,24 @@ class SqliteLedger(SqlLedger):
             # could fail at once with SQLITE_BUSY when another process wrote in between.
             conn.execute("BEGIN IMMEDIATE" if any(job.write for job in batch) else "BEGIN")
             now = time.time()
-            if len(batch) == 1:
-                # Alone in its transaction, a job needs no savepoint: two statements fewer, and each
-                # statement hands the GIL to the event loop and has to win it back.
-                job = batch[0]
+            plan = units(batch, lambda job: job.work)
+            if len(plan) == 1:
+                # Alone in its transaction, a unit needs no savepoint: two statements fewer, and
+                # each statement hands the GIL to the event loop and has to win it back.
                 try:
-                    answers.append((job, _run(conn, now, job), None))
-                except Exception as exc:  # noqa: BLE001 - handed back to that caller
+                    answers += answered(plan[0], _run(conn, now, plan[0].program()))
+                except Exception as exc:  # noqa: BLE001 - handed back to those callers
                     conn.execute("ROLLBACK")
-                    answers.append((job, None, exc))
+                    answers += [(job, None, exc) for job in plan[0].jobs]
             else:
-                for job in batch:
-                    # A savepoint per job: one caller's refusal never undoes another's work.
+                for unit in plan:
+                    # A savepoint per unit: one caller's failure never undoes another's work.
                     conn.execute("SAVEPOINT job")
                     try:
-                        result = _run(conn, now, job)
-                    except Exception as exc:  # noqa: BLE001 - handed back to that caller
+                        answers += answered(unit, _run(conn, now, unit.program()))
+                    except Exception as exc:  # noqa: BLE001 - handed back to those callers
                         conn.execute("ROLLBACK TO job")
-                        answers.append((job, None, exc))
-                    else:
-                        answers.append((job, result, None))
+                        answers += [(job, None, exc) for job in unit.jobs]
                     conn.execute("RELEASE job")
             if conn.in_transaction:
                 conn.execute("COMMIT")
@@ -204,7 +204,7 @@ class SqliteLedger(SqlLedger):
         for loop, settled in by_loop.items():
             loop.call_soon_threadsafe(_resolve_all, settled)
 
-    async def _call(self, work: Factory[T], write: bool) -> T:
+    async def _call(self, work: Work, write: bool) -> T:
         if self._closed:
             raise RuntimeError("the ledger is closed")
         loop = asyncio.get_running_loop()
@@ -212,8 +212,8 @@ class SqliteLedger(SqlLedger):
         self._jobs.put(_Job(work, future, loop, write))
         return await future
 
-    async def _write(self, factory: Factory[T]) -> T:
-        return await self._call(factory, True)
+    async def _write(self, work: Factory[T] | Together[Any]) -> T:
+        return await self._call(work, True)
 
     async def _read(self, factory: Factory[T]) -> T:
         return await self._call(factory, False)
