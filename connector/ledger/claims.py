@@ -68,7 +68,7 @@ def claim(claims: Sequence[Claim], me: str, delivery: Delivery | None) -> Progra
             )
             resumed = yield from _resume(claims, me, now)
             return Claimed(resumed, replayed=str(first[0][0]) if first else "")
-    live = yield from live_instances(now)
+    live: set[str] | None = None  # read only when a row another instance owns is met
     groups: dict[str, list[int]] = {}
     for index, c in enumerate(claims):
         groups.setdefault(c.key, []).append(index)
@@ -76,11 +76,13 @@ def claim(claims: Sequence[Claim], me: str, delivery: Delivery | None) -> Progra
     todo = list(groups)
     for _ in range(ROUNDS):
         known = yield from read_known(todo)
+        if live is None and any(e.owner not in (None, me) for e, _ in known.values()):
+            live = yield from live_instances(now)
         inserts: list[tuple[Entry, float | None]] = []
         updates: list[tuple[Entry, Entry, float | None]] = []  # (as read, as written, expires_at)
         for key in todo:
             found = known.get(key)
-            final = _decide(claims, groups[key], found, me, live, now, answers)
+            final = _decide(claims, groups[key], found, me, live or set(), now, answers)
             if final is None:
                 continue
             if found is None:
