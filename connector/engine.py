@@ -34,6 +34,7 @@ _STATE_OF = {
     OutcomeKind.LOST: State.PENDING,  # never recorded: the status only, until its new owner sends it
 }
 TAKEN_OVER = "another instance took it over; it sends it"
+IDLE_OWN_S = 5.0  # a claim of this instance no path has taken up for this long is swept
 
 
 def identity_key(*parts: str) -> str:
@@ -294,12 +295,14 @@ class Engine:
     async def _on_sending(self, messages: Sequence[Message]) -> None:
         await self.ledger.mark_sending([m.id for m in messages])
 
-    async def retry_pending(self, limit: int = 500) -> list[Entry]:
-        """Held messages whose sink is not paused, sent again. Answers the entries that settled."""
+    async def retry_pending(self, limit: int = 500, *, unowned: bool = True) -> list[Entry]:
+        """Held messages whose sink is not paused, sent again: this instance's own that no path of
+        it has in hand, and (`unowned`: the one instance that sweeps) those nobody owns. Answers
+        the entries that settled."""
         ready = [name for name, sink in self.sinks.items() if not sink.paused]
-        pending: list[Entry] = []
+        pending = [e for e in await self.ledger.idle_pending(ready, limit, IDLE_OWN_S) if self._take(e)]
         busy: list[str] = []  # released a moment ago by a path of this process still finishing
-        for entry in await self.ledger.take_pending(ready, limit):
+        for entry in await self.ledger.take_pending(ready, limit) if unowned else []:
             if self._take(entry):
                 pending.append(entry)
             else:

@@ -167,13 +167,12 @@ class Runtime:
             self._jobs.add(task)  # the stop waits for it like for any other work in hand
         try:
             await self.recover()
-            if await self.ledger.hold(SWEEPER) is None:
-                log.debug("held messages are swept by another instance")
-                return 0
+            sweeper = await self.ledger.hold(SWEEPER) is not None
             await self.recheck_paused_sinks()
             total = 0
             while not self.stopping.is_set():
-                settled = await self.engine.retry_pending()
+                # Another instance sweeps what nobody owns; this one's own stragglers are its own.
+                settled = await self.engine.retry_pending(unowned=sweeper)
                 if not settled:
                     break
                 total += len(settled)

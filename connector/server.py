@@ -67,9 +67,16 @@ def build_app(engine: Engine, routes: Sequence[HttpRoute], metrics: Metrics) -> 
         }
         try:
             await asyncio.wait_for(ledger.ping(), PING_TIMEOUT_S)
+        except TimeoutError:
+            log.error("health check: the ledger did not answer", within_s=PING_TIMEOUT_S)
+            body = {"status": "unavailable", "ledger": "unreachable", "instance": instance, "sinks": sinks}
+            return JSONResponse(body, 503)
         except Exception as exc:  # noqa: BLE001 - any failure to reach the ledger is "unhealthy"
             log.error("health check: ledger unreachable", error=str(exc) or type(exc).__name__)
             body = {"status": "unavailable", "ledger": "unreachable", "instance": instance, "sinks": sinks}
+            return JSONResponse(body, 503)
+        if not ledger.writable:  # it answers reads, but writes still wait out an outage
+            body = {"status": "unavailable", "ledger": "writes paused", "instance": instance, "sinks": sinks}
             return JSONResponse(body, 503)
         if ledger.lease_left <= 0:  # cannot renew: nothing of what it claimed may be sent
             body = {"status": "unavailable", "ledger": "lease lapsed", "instance": instance, "sinks": sinks}

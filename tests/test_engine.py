@@ -271,6 +271,21 @@ async def test_sweeper_takes_held_messages_and_what_a_stopped_instance_released(
     assert [e.recipient for e in settled] == ["+40740123459"]
 
 
+async def test_a_claim_whose_caller_gave_up_is_swept_by_its_own_instance(
+    ledger: SqlLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A webhook's claim that committed after the sender was told 503: owned by this instance, yet
+    # no path of it goes on with the message. Nobody else may take it (its owner lives): it is the
+    # owner's own sweep that sends it, even when another instance is the one sweeping for all.
+    await ledger.claim([_claim_like(Message("k-late", "+40740123459", "hi"))])
+    sink = ScriptedSink()
+    eng = engine(ledger, sink)
+    monkeypatch.setattr("connector.engine.IDLE_OWN_S", 0.0)
+    settled = await eng.retry_pending(unowned=False)
+    assert [e.key for e in settled] == ["k-late"] and len(sink.sent) == 1
+    assert await eng.retry_pending(unowned=False) == []
+
+
 def note(key: str, made: list[list[list[Event]]]) -> DeliveryNote:
     def answer(events: list[list[Event]]) -> str:
         made.append(events)

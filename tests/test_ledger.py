@@ -281,6 +281,15 @@ async def test_two_sweepers_never_take_the_same_message(url: str, instance: Open
     assert len(keys) == len(set(keys)) == 300
 
 
+async def test_idle_pending_is_this_instances_own_untouched_claims(instance: Opener) -> None:
+    mine, theirs = await instance(), await instance()
+    await mine.claim([claim("k1"), claim("k2", "f:2")])
+    await theirs.claim([claim("k3", "f:3")])
+    assert await mine.idle_pending(["ro"], 10, idle=60) == []  # claimed a moment ago
+    await mine.mark_sending(["k2"])
+    assert [e.key for e in await mine.idle_pending(["ro"], 10, idle=-1)] == ["k1"]  # not sending, not theirs
+
+
 # -- holds ------------------------------------------------------------------------------------------
 
 

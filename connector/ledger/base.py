@@ -131,6 +131,11 @@ class Ledger(abc.ABC):
     held: dict[str, int]  # the holds this process has taken: name -> epoch
 
     @property
+    def writable(self) -> bool:
+        """False while writes wait out an outage: nothing can be sent meanwhile."""
+        return True
+
+    @property
     @abc.abstractmethod
     def lease_left(self) -> float:
         """Seconds of lease this process can count on (0 before it joined, or once it lapsed)."""
@@ -159,6 +164,11 @@ class Ledger(abc.ABC):
     @abc.abstractmethod
     async def take_pending(self, sinks: Sequence[str], limit: int) -> list[Entry]:
         """Unowned pending messages of these sinks, oldest first, now owned by this instance."""
+
+    @abc.abstractmethod
+    async def idle_pending(self, sinks: Sequence[str], limit: int, idle: float) -> list[Entry]:
+        """This instance's own pending messages, untouched for `idle` seconds: claimed, and then no
+        path of the process went on with them (a claim that committed after its caller gave up)."""
 
     @abc.abstractmethod
     async def release(self, keys: Sequence[str]) -> None:

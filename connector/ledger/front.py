@@ -162,6 +162,10 @@ class SqlLedger(Ledger, abc.ABC):
         me = self.instance_id
         return await self._write(lambda: programs.take_pending(sinks, limit, me)) if sinks else []
 
+    async def idle_pending(self, sinks: Sequence[str], limit: int, idle: float) -> list[Entry]:
+        me = self.instance_id
+        return await self._read(lambda: programs.idle_pending(sinks, limit, me, idle)) if sinks else []
+
     async def release(self, keys: Sequence[str]) -> None:
         me = self.instance_id
         if keys:

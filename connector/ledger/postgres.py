@@ -114,6 +114,10 @@ class PostgresLedger(SqlLedger):
         password = psycopg.conninfo.conninfo_to_dict(url).get("password")
         self._redact = Redactor([str(password)] if password else []).text
 
+    @property
+    def writable(self) -> bool:
+        return self.outage_since is None
+
     @classmethod
     async def open(cls, url: str, *, migrate: bool = True) -> PostgresLedger:
         ledger = cls(url)

@@ -99,6 +99,17 @@ def take_pending(sinks: Sequence[str], limit: int, me: str) -> Program[list[Entr
     return sorted((entry_of(row) for row in rows), key=lambda e: e.created_at)
 
 
+def idle_pending(sinks: Sequence[str], limit: int, me: str, idle: float) -> Program[list[Entry]]:
+    """This instance's pending messages untouched for `idle` seconds, oldest first."""
+    now = yield Now()
+    rows = yield Rows(
+        f"SELECT {COLUMNS} FROM sends WHERE state = 'pending' AND owner = ? "
+        f"AND sink IN ({marks(len(sinks))}) AND updated_at < ? ORDER BY created_at LIMIT ?",
+        [me, *sinks, now - idle, limit],
+    )
+    return [entry_of(row) for row in rows]
+
+
 def release(keys: Sequence[str], me: str) -> Program[None]:
     yield from run_in(
         "UPDATE sends SET owner = NULL WHERE owner = ? AND state = 'pending' AND key IN ({in})", keys, [me]
