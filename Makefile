@@ -36,8 +36,8 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check connector sources sinks tests bench
 	$(BIN)/mypy
 
-# `make bench` runs them all; `make bench webhook` (or csv, send, memory, latency, sheets) just those.
-BENCHES := csv send memory latency sheets webhook
+# `make bench` runs them all; `make bench webhook` (or csv, send, memory, latency, sheets, instances) just those.
+BENCHES := csv send memory latency sheets webhook instances
 BENCH_GOALS := $(filter $(BENCHES),$(MAKECMDGOALS))
 
 bench: $(VENV)/.installed-dev

@@ -15,6 +15,7 @@ BENCHES = {
     "latency": "bench.latency",
     "sheets": "bench.sheets",
     "webhook": "bench.webhook",
+    "instances": "bench.instances",
 }
 
 
