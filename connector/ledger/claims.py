@@ -15,7 +15,7 @@ from typing import Any
 
 from connector.errors import LedgerUnavailable
 from connector.ledger.base import Claim, Claimed, ClaimResult, Delivery, Entry, State
-from connector.ledger.steps import Now, Program, Rows, Run, chunks, rows_in
+from connector.ledger.steps import Insert, Now, Program, Rows, Run, rows_in
 
 COLUMNS = (
     "key, source, rule, sink, origin, recipient, text, state, detail, attempts, created_at, updated_at, owner"
@@ -23,8 +23,8 @@ COLUMNS = (
 ROUNDS = 8  # re-reads of keys another instance claimed in the same moment, before giving up
 
 _Known = dict[str, tuple[Entry, float | None]]  # key -> (entry, expires_at)
-_INSERT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)"
-_INSERT_CHUNK = 200  # rows per multi-row INSERT: 13 parameters each
+_COLUMNS = (*COLUMNS.split(", ")[:12], "expires_at", "owner")
+_TYPES = ("text",) * 9 + ("bigint", "double precision", "double precision", "double precision", "text")
 
 
 def entry_of(row: Sequence[Any]) -> Entry:
@@ -159,31 +159,24 @@ def _left_behind(entry: Entry, me: str, live: set[str]) -> bool:
 
 def _insert(rows: list[tuple[Entry, float | None]]) -> Program[list[str]]:
     """New rows; answers the keys another instance inserted first (to be decided again)."""
-    lost: list[str] = []
-    for part in chunks(rows, _INSERT_CHUNK):
-        params: list[Any] = []
-        for e, expires_at in part:
-            params += [
-                e.key,
-                e.source,
-                e.rule,
-                e.sink,
-                e.origin,
-                e.recipient,
-                e.text,
-                e.state.value,
-                e.detail,
-            ]
-            params += [e.created_at, e.updated_at, expires_at, e.owner]
-        inserted = yield Rows(
-            "INSERT INTO sends (key, source, rule, sink, origin, recipient, text, state, detail, attempts, "
-            f"created_at, updated_at, expires_at, owner) VALUES {','.join([_INSERT_ROW] * len(part))} "
-            "ON CONFLICT (key) DO NOTHING RETURNING key",
-            params,
-        )
-        taken = {row[0] for row in inserted}
-        lost.extend(e.key for e, _ in part if e.key not in taken)
-    return lost
+    if not rows:
+        return []
+    inserted = yield Insert(
+        "sends",
+        _COLUMNS,
+        _TYPES,
+        [
+            (*_texts(e), e.attempts, e.created_at, e.updated_at, expires_at, e.owner)
+            for e, expires_at in rows
+        ],
+        "key",
+    )
+    taken = set(inserted)
+    return [e.key for e, _ in rows if e.key not in taken]
+
+
+def _texts(e: Entry) -> tuple[str, ...]:
+    return (e.key, e.source, e.rule, e.sink, e.origin, e.recipient, e.text, e.state.value, e.detail)
 
 
 def _replace(read: Entry, e: Entry, expires_at: float | None) -> Program[bool]:

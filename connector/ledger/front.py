@@ -13,7 +13,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,7 +34,6 @@ from connector.ledger.base import (
 )
 from connector.ledger.batches import Factory, Together
 from connector.ledger.claims import claim as claim_program
-from connector.ledger.steps import Program
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -250,14 +249,3 @@ class SqlLedger(Ledger, abc.ABC):
                 if left:
                     log.warning("sends cut short by the stop recorded unknown", count=left)
         await self._disconnect()
-
-
-def answer_all(program: Program[T], run: Callable[[Any], Any]) -> T:
-    """Run a program to its end with `run(step) -> answer` (synchronous drivers)."""
-    answer: Any = None
-    while True:
-        try:
-            step = program.send(answer)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        answer = run(step)

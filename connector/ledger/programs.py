@@ -34,6 +34,8 @@ def mark_sending_all(requests: list[tuple[Sequence[str], str]]) -> Program[list[
     only if that instance's lease is live and it owns every one of its keys (else Fenced, and none
     of its keys is marked). The rows are locked while deciding, so nothing changes in between."""
     now = yield Now()
+    if all(len(set(keys)) == 1 for keys, _ in requests) and len({me for _, me in requests}) == 1:
+        return (yield from _mark_singles([keys[0] for keys, _ in requests], requests[0][1], now))
     asking = sorted({me for _, me in requests})
     live_rows = yield Rows(
         f"SELECT id FROM instances WHERE expires_at > ? AND id IN ({marks(len(asking))})", [now, *asking]
@@ -69,6 +71,24 @@ def mark_sending_all(requests: list[tuple[Sequence[str], str]]) -> Program[list[
             [now],
         )
     return answers
+
+
+def _mark_singles(keys: list[str], me: str, now: float) -> Program[list[Fenced | None]]:
+    """The common batch (one message per request, one instance): one statement, which is the fence."""
+    rows = yield from rows_in(
+        "UPDATE sends SET state = 'sending', attempts = attempts + 1, updated_at = ? "
+        "WHERE owner = ? AND state IN ('pending', 'sending') "
+        "AND EXISTS (SELECT 1 FROM instances WHERE id = ? AND expires_at > ?) "
+        "AND key IN ({in}) RETURNING key",
+        list(dict.fromkeys(keys)),
+        [now, me, me, now],
+    )
+    marked = {str(r[0]) for r in rows}
+    if all(k in marked for k in keys):
+        return [None] * len(keys)
+    live = yield Rows("SELECT 1 FROM instances WHERE id = ? AND expires_at > ?", [me, now])
+    refusal = "1 of 1 message(s) are no longer this instance's" if live else LAPSED
+    return [None if k in marked else Fenced(refusal) for k in keys]
 
 
 def record_all(requests: list[tuple[Sequence[Transition], tuple[str, ...]]]) -> Program[list[None]]:

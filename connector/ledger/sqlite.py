@@ -1,9 +1,5 @@
-"""The default ledger: one SQLite file in WAL mode, written by one thread with group commit.
-
-Every call is queued to the writer thread; the thread takes everything queued, runs it in ONE
-transaction, commits once and answers all callers. Thirty-two concurrent sends marking
-themselves `sending` therefore cost one fsync, not thirty-two, while each caller still gets
-"durable" before its request leaves.
+"""The default ledger: one SQLite file in WAL mode, written by one thread with group commit
+(connector/ledger/writer.py); reads go through the same thread.
 
 Several processes may share the file (a `run` and a cron `once`, a new process starting while the
 old one drains): WAL lets them read while one writes, a write transaction takes the write lock at
@@ -14,76 +10,29 @@ timeout makes a writer wait its turn, which is at most one transaction of the ot
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import queue
 import sqlite3
-import threading
 import time
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
-import structlog
-
-from connector.errors import LedgerUnavailable
 from connector.ledger import schema
-from connector.ledger.batches import Factory, Together, Work, answered, units
+from connector.ledger.batches import Factory, Together
 from connector.ledger.checkpoint import Checkpointer
-from connector.ledger.front import SqlLedger, answer_all
-from connector.ledger.steps import Now, Program, Rows, Run, RunMany, Step
+from connector.ledger.front import SqlLedger
+from connector.ledger.steps import Insert, Now, Rows, RowsIn, Run, RunIn, RunMany, Step, chunks, marks
+from connector.ledger.writer import Writer, run
 
-log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 30_000
-
-
-@dataclass(slots=True)
-class _Job(Generic[T]):
-    work: Work
-    future: asyncio.Future[T]
-    loop: asyncio.AbstractEventLoop
-    write: bool
-
-
-def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():  # the caller was cancelled; the work is committed all the same
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
-
-
-_Answer = tuple[_Job[Any], Any, BaseException | None]
-
-
-def _resolve_all(answers: list[_Answer]) -> None:
-    for job, result, error in answers:
-        _resolve(job.future, result, error)
+INSERT_ROWS = 200  # rows per multi-row INSERT: far below SQLite's bound on parameters
 
 
 @lru_cache(maxsize=256)
 def _dialect(sql: str) -> str:
     # The writer holds the only write lock: nothing to skip, nothing to lock.
     return sql.replace("{skip_locked}", "").replace("{for_update}", "")
-
-
-def _step(conn: sqlite3.Connection, now: float, step: Step) -> Any:
-    if isinstance(step, Rows):
-        return conn.execute(_dialect(step.sql), step.params).fetchall()
-    if isinstance(step, Run):
-        return conn.execute(_dialect(step.sql), step.params).rowcount
-    if isinstance(step, RunMany):
-        conn.executemany(_dialect(step.sql), step.params)
-        return None
-    assert isinstance(step, Now)
-    return now
-
-
-def _run(conn: sqlite3.Connection, now: float, program: Program[T]) -> T:
-    return answer_all(program, lambda step: _step(conn, now, step))
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -98,133 +47,123 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+class SqliteSession:
+    """The writer's connection (writer.Session)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = connect(path)
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")  # one migration at a time, whichever process starts first
+            try:
+                run(self, time.time(), schema.migrate())
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def begin(self, write: bool) -> float:
+        # A batch that writes takes the lock at its start: taking it later, on the first write,
+        # could fail at once with SQLITE_BUSY when another process wrote in between.
+        self.conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        return time.time()
+
+    def step(self, now: float, step: Step) -> Any:
+        conn = self.conn
+        if isinstance(step, Rows):
+            return conn.execute(_dialect(step.sql), step.params).fetchall()
+        if isinstance(step, Run):
+            return conn.execute(_dialect(step.sql), step.params).rowcount
+        if isinstance(step, RunMany):
+            conn.executemany(_dialect(step.sql), step.params)
+            return None
+        if isinstance(step, RowsIn):
+            found: list[Any] = []
+            for part in chunks(step.values):
+                sql = _dialect(step.sql).replace("{in}", marks(len(part)))
+                found += conn.execute(sql, [*step.before, *part]).fetchall()
+            return found
+        if isinstance(step, RunIn):
+            changed = 0
+            for part in chunks(step.values):
+                sql = _dialect(step.sql).replace("{in}", marks(len(part)))
+                changed += conn.execute(sql, [*step.before, *part]).rowcount
+            return changed
+        if isinstance(step, Insert):
+            return self._insert(step)
+        assert isinstance(step, Now)
+        return now
+
+    def _insert(self, step: Insert) -> list[Any]:
+        row = f"({marks(len(step.columns))})"
+        inserted: list[Any] = []
+        for part in chunks(step.rows, INSERT_ROWS):
+            sql = (
+                f"INSERT INTO {step.table} ({', '.join(step.columns)}) VALUES {','.join([row] * len(part))} "
+                f"ON CONFLICT ({step.conflict}) DO NOTHING RETURNING {step.conflict}"
+            )
+            inserted += [r[0] for r in self.conn.execute(sql, [v for values in part for v in values])]
+        return inserted
+
+    def savepoint(self) -> None:
+        self.conn.execute("SAVEPOINT unit")
+
+    def rollback_to_savepoint(self) -> None:
+        self.conn.execute("ROLLBACK TO unit")
+
+    def release_savepoint(self) -> None:
+        self.conn.execute("RELEASE unit")
+
+    def commit(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def outage(self, error: BaseException) -> bool:
+        return False  # a local file: what fails, fails now (busy waits are inside SQLite)
+
+    def plain(self, error: Exception) -> Exception:
+        return error
+
+
 class SqliteLedger(SqlLedger):
     def __init__(self, path: Path) -> None:
         super().__init__()
         self.path = path
-        self._jobs: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
-        self._ready = threading.Event()
-        self._open_error: BaseException | None = None
-        self._thread = threading.Thread(target=self._serve, name="ledger-writer", daemon=True)
-        self._closed = False
+        self._writer = Writer(lambda: SqliteSession(path))
         self._checkpoints = Checkpointer(path)
+        self._closed = False
 
     @classmethod
     async def open(cls, path: Path) -> SqliteLedger:
         ledger = cls(path)
-        ledger._thread.start()
-        await asyncio.to_thread(ledger._ready.wait)
-        if ledger._open_error is not None:
-            raise ledger._open_error
+        await ledger._writer.start()
         ledger._checkpoints.start()
         return ledger
 
-    # -- the writer thread -------------------------------------------------------------------
-
-    def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = connect(self.path)
-        try:
-            conn.execute("BEGIN IMMEDIATE")  # one migration at a time, whichever process starts first
-            try:
-                answer_all(schema.migrate(), lambda step: _step(conn, time.time(), step))
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _serve(self) -> None:
-        try:
-            conn = self._connect()
-        except BaseException as exc:  # noqa: BLE001 - handed to the opener, which raises it
-            self._open_error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        stop = False
-        while not stop:
-            first = self._jobs.get()
-            if first is None:
-                break
-            batch: list[_Job[Any]] = [first]
-            while True:
-                try:
-                    job = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if job is None:
-                    stop = True
-                    break
-                batch.append(job)
-            self._run_batch(conn, batch)
-        conn.close()
-
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job[Any]]) -> None:
-        answers: list[_Answer] = []
-        try:
-            # A batch that writes takes the lock at its start: taking it later, on the first write,
-            # could fail at once with SQLITE_BUSY when another process wrote in between.
-            conn.execute("BEGIN IMMEDIATE" if any(job.write for job in batch) else "BEGIN")
-            now = time.time()
-            plan = units(batch, lambda job: job.work)
-            if len(plan) == 1:
-                # Alone in its transaction, a unit needs no savepoint: two statements fewer, and
-                # each statement hands the GIL to the event loop and has to win it back.
-                try:
-                    answers += answered(plan[0], _run(conn, now, plan[0].program()))
-                except Exception as exc:  # noqa: BLE001 - handed back to those callers
-                    conn.execute("ROLLBACK")
-                    answers += [(job, None, exc) for job in plan[0].jobs]
-            else:
-                for unit in plan:
-                    # A savepoint per unit: one caller's failure never undoes another's work.
-                    conn.execute("SAVEPOINT job")
-                    try:
-                        answers += answered(unit, _run(conn, now, unit.program()))
-                    except Exception as exc:  # noqa: BLE001 - handed back to those callers
-                        conn.execute("ROLLBACK TO job")
-                        answers += [(job, None, exc) for job in unit.jobs]
-                    conn.execute("RELEASE job")
-            if conn.in_transaction:
-                conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            log.error("ledger commit failed", error=str(exc), jobs=len(batch))
-            answers = [(job, None, LedgerUnavailable(f"the ledger failed: {exc}")) for job in batch]
-        # One wake-up of each caller's loop per batch, not one per job: each costs a write to the
-        # loop's self-pipe and a round of the GIL.
-        by_loop: dict[asyncio.AbstractEventLoop, list[_Answer]] = {}
-        for answer in answers:
-            by_loop.setdefault(answer[0].loop, []).append(answer)
-        for loop, settled in by_loop.items():
-            loop.call_soon_threadsafe(_resolve_all, settled)
-
-    async def _call(self, work: Work, write: bool) -> T:
-        if self._closed:
-            raise RuntimeError("the ledger is closed")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put(_Job(work, future, loop, write))
-        return await future
-
     async def _write(self, work: Factory[T] | Together[Any]) -> T:
-        return await self._call(work, True)
+        result: T = await self._writer.call(work, write=True)
+        return result
 
     async def _read(self, factory: Factory[T]) -> T:
-        return await self._call(factory, False)
+        result: T = await self._writer.call(factory, write=False)
+        return result
 
     async def _disconnect(self) -> None:
         if self._closed:
             return
         self._closed = True
         await asyncio.to_thread(self._checkpoints.stop)
-        self._jobs.put(None)
-        await asyncio.to_thread(self._thread.join)
+        await self._writer.stop(patience=60.0)
 
 
 def schema_version(path: Path) -> int:
@@ -234,6 +173,7 @@ def schema_version(path: Path) -> int:
         tables = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchall()
         if not tables:
             return 0
-        return answer_all(schema.version(), lambda step: _step(conn, time.time(), step))
+        found = conn.execute("SELECT value FROM meta WHERE name = 'schema'").fetchall()
+        return int(found[0][0]) if found else 0
     finally:
         conn.close()

@@ -43,12 +43,43 @@ class RunMany:
 
 
 @dataclass(frozen=True, slots=True)
+class RowsIn:
+    """A query whose last condition is `... IN ({in})` over `values`; answered with its rows.
+    SQLite asks it in chunks of `?` marks, PostgreSQL as one array (`= ANY`), one plan cached."""
+
+    sql: str
+    values: Sequence[Any]
+    before: Sequence[Any] = ()  # the parameters ahead of the list
+
+
+@dataclass(frozen=True, slots=True)
+class RunIn:
+    """A statement ending in `... IN ({in})`; answered with how many rows it changed."""
+
+    sql: str
+    values: Sequence[Any]
+    before: Sequence[Any] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Insert:
+    """New rows, those whose `conflict` column exists already skipped; answered with the values of
+    that column for the rows inserted. PostgreSQL sends the columns as arrays (`unnest`)."""
+
+    table: str
+    columns: tuple[str, ...]
+    types: tuple[str, ...]  # SQL type of each column, for PostgreSQL's arrays
+    rows: Sequence[Sequence[Any]]
+    conflict: str
+
+
+@dataclass(frozen=True, slots=True)
 class Now:
     """The ledger's clock, read once per transaction: the database's own for PostgreSQL, so that
     leases of instances on several hosts are judged by one clock."""
 
 
-Step = Rows | Run | RunMany | Now
+Step = Rows | Run | RunMany | RowsIn | RunIn | Insert | Now
 Program = Generator[Step, Any, T]
 
 CHUNK = 500  # values per IN (...) list: within SQLite's and PostgreSQL's bounds on parameters
@@ -63,16 +94,14 @@ def chunks(values: Sequence[T], size: int = CHUNK) -> list[Sequence[T]]:
 
 
 def rows_in(sql: str, values: Sequence[Any], before: Sequence[Any] = ()) -> Program[list[tuple[Any, ...]]]:
-    """`sql` with one `{in}` for an IN (...) list of `values`, asked in chunks."""
-    found: list[tuple[Any, ...]] = []
-    for part in chunks(values):
-        found.extend((yield Rows(sql.replace("{in}", marks(len(part))), [*before, *part])))
-    return found
+    """`sql` with one `{in}` for an IN (...) list of `values` (the last parameter)."""
+    if not values:
+        return []
+    return list((yield RowsIn(sql, values, before)))
 
 
 def run_in(sql: str, values: Sequence[Any], before: Sequence[Any] = ()) -> Program[int]:
-    """A statement with one `{in}` list, in chunks; answers the rows changed in all."""
-    changed = 0
-    for part in chunks(values):
-        changed += yield Run(sql.replace("{in}", marks(len(part))), [*before, *part])
-    return changed
+    """A statement with one `{in}` list (the last parameter); answers the rows changed."""
+    if not values:
+        return 0
+    return int((yield RunIn(sql, values, before)))
