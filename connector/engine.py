@@ -258,7 +258,7 @@ class Engine:
         """Send entries this process reserved in `_inflight`; answer each as it now stands."""
         sink = self.sinks[sink_name]
         keys = [e.key for e in entries]
-        recorded: set[str] = set()
+        recorded: dict[str, float] = {}  # message id -> the ledger's time of its outcome
         left_at: dict[str, float] = {}  # first message id of a request -> when it left
 
         async def on_sending(messages: Sequence[Message]) -> None:
@@ -269,9 +269,12 @@ class Engine:
             started = left_at.pop(messages[0].id, None)
             took = None if started is None else time.perf_counter() - started
             # Durable per request, not per batch: a crash then leaves only true in-flight sends unknown.
-            if transitions := _transitions(messages, outcomes):
+            at = (
                 await self.ledger.record(transitions)
-            recorded.update(m.id for m in messages)
+                if (transitions := _transitions(messages, outcomes))
+                else 0.0
+            )
+            recorded.update((m.id, at) for m in messages)
             if self.observer is not None:
                 self.observer(sink_name, outcomes, took)
 
@@ -284,13 +287,16 @@ class Engine:
             rest = [(m, o) for m, o in zip(messages, outcomes, strict=True) if m.id not in recorded]
             if rest:  # held without a request (paused sink), or a sink that does not report early
                 if transitions := _transitions([m for m, _ in rest], [o for _, o in rest]):
-                    await self.ledger.record(transitions)
+                    at = await self.ledger.record(transitions)
+                    recorded.update((m.id, at) for m, _ in rest)
                 if self.observer is not None:
                     self.observer(sink_name, [o for _, o in rest], None)
         finally:
             self._inflight.difference_update(keys)
-        now = time.time()
-        return [_settled(e, o, now) for e, o in zip(entries, outcomes, strict=True)]
+        # The ledger's time, so a status written now reads as one read from the ledger later.
+        return [
+            _settled(e, o, recorded.get(e.key) or time.time()) for e, o in zip(entries, outcomes, strict=True)
+        ]
 
     async def _on_sending(self, messages: Sequence[Message]) -> None:
         await self.ledger.mark_sending([m.id for m in messages])

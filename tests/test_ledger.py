@@ -444,6 +444,27 @@ async def test_a_ledger_of_the_single_process_version_is_migrated(tmp_path: Path
     ]
 
 
+async def test_a_sqlite_ledger_locked_by_a_frozen_process_is_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A process frozen (SIGSTOP) inside its write transaction keeps SQLite's write lock, and no
+    # other process can take it: a start then waits for the lock, as for an outage, not fail.
+    await (await open_ledger("sqlite:///l.db", tmp_path)).close()
+    monkeypatch.setattr("connector.ledger.sqlite.BUSY_TIMEOUT_MS", 100)
+    with contextlib.closing(sqlite3.connect(tmp_path / "l.db", isolation_level=None)) as frozen:
+        frozen.execute("BEGIN IMMEDIATE")
+        opening = asyncio.ensure_future(open_ledger("sqlite:///l.db", tmp_path))
+        await asyncio.sleep(1.0)  # ten busy timeouts
+        assert not opening.done()
+        frozen.execute("ROLLBACK")
+    ledger = await asyncio.wait_for(opening, 10)
+    try:
+        await ledger.join()
+        assert [i.id for i in await ledger.instances()] == [ledger.instance_id]
+    finally:
+        await ledger.close()
+
+
 async def test_the_sqlite_log_is_checkpointed_off_the_writer(tmp_path: Path) -> None:
     # The writer never checkpoints inside a commit (that stalled every send queued behind it); the
     # checkpoint thread copies the log into the database file itself within about a second. Seen

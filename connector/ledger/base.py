@@ -157,9 +157,10 @@ class Ledger(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def record(self, transitions: Sequence[Transition]) -> None:
+    async def record(self, transitions: Sequence[Transition]) -> float:
         """Outcomes of messages this process owns (or owned under an earlier lease, or that were
-        recorded `unknown` while it had them on the wire); releases them. Durable on return."""
+        recorded `unknown` while it had them on the wire); releases them. Durable on return.
+        Answers the ledger's time of the record: the time their statuses show."""
 
     @abc.abstractmethod
     async def take_pending(self, sinks: Sequence[str], limit: int) -> list[Entry]:

@@ -154,8 +154,10 @@ class SqlLedger(Ledger, abc.ABC):
     async def mark_sending(self, keys: Sequence[str]) -> None:
         await self._write(Together("mark_sending", (keys, self.instance_id), programs.mark_sending_all))
 
-    async def record(self, transitions: Sequence[Transition]) -> None:
-        await self._write(Together("record", (transitions, tuple(self._mine)), programs.record_all))
+    async def record(self, transitions: Sequence[Transition]) -> float:
+        mine = tuple(self._mine)
+        at: float = await self._write(Together("record", (transitions, mine), programs.record_all))
+        return at
 
     async def take_pending(self, sinks: Sequence[str], limit: int) -> list[Entry]:
         me = self.instance_id

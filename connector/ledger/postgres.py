@@ -60,6 +60,11 @@ def _insert_sql(table: str, columns: tuple[str, ...], types: tuple[str, ...], co
     )
 
 
+def gone(error: BaseException) -> bool:
+    """The connection or the server went away (not a refusal of the statement)."""
+    return isinstance(error, _GONE)
+
+
 def shown(url: str) -> str:
     """The URL without its password, for messages."""
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
@@ -132,9 +137,6 @@ class PgSession:
     def close(self) -> None:
         self.conn.close()
 
-    def outage(self, error: BaseException) -> bool:
-        return isinstance(error, _GONE) or self.conn.closed
-
     def plain(self, error: Exception) -> Exception:
         if isinstance(error, psycopg.Error):
             return LedgerUnavailable(f"the ledger refused a write: {error.sqlstate}: {error}")
@@ -176,7 +178,7 @@ class PostgresLedger(SqlLedger):
             check=AsyncConnectionPool.check_connection,
             kwargs={"connect_timeout": int(CONNECT_TIMEOUT_S), "autocommit": True},
         )
-        self._writer = Writer(lambda: PgSession(url, migrate=migrate))
+        self._writer = Writer(lambda: PgSession(url, migrate=migrate), gone)
         password = psycopg.conninfo.conninfo_to_dict(url).get("password")
         self._redact = Redactor([str(password)] if password else []).text
 

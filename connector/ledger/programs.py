@@ -91,8 +91,9 @@ def _mark_singles(keys: list[str], me: str, now: float) -> Program[list[Fenced |
     return [None if k in marked else Fenced(refusal) for k in keys]
 
 
-def record_all(requests: list[tuple[Sequence[Transition], tuple[str, ...]]]) -> Program[list[None]]:
-    """Every outcome of this batch in one statement per set of ids a process had."""
+def record_all(requests: list[tuple[Sequence[Transition], tuple[str, ...]]]) -> Program[list[float]]:
+    """Every outcome of this batch in one statement per set of ids a process had; answers the
+    ledger's time of it (the time a status shows)."""
     now = yield Now()
     by_ids: dict[tuple[str, ...], list[Transition]] = {}
     for transitions, mine in requests:
@@ -104,7 +105,7 @@ def record_all(requests: list[tuple[Sequence[Transition], tuple[str, ...]]]) -> 
             "OR (state = 'unknown' AND CAST(? AS TEXT) != 'pending'))",
             [(t.state.value, t.detail, now, t.key, *mine, t.state.value) for t in transitions],
         )
-    return [None] * len(requests)
+    return [now] * len(requests)
 
 
 def take_pending(sinks: Sequence[str], limit: int, me: str) -> Program[list[Entry]]:

@@ -26,6 +26,9 @@ from connector.ledger.writer import Writer, run
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 30_000
+# Another process can hold the write lock for as long as it is frozen (SIGSTOP, a stopped VM):
+# SQLite cannot take it from it. Waited out like an outage, at the start too, for this long.
+START_PATIENCE_S = 600.0
 INSERT_ROWS = 200  # rows per multi-row INSERT: far below SQLite's bound on parameters
 
 
@@ -45,6 +48,13 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA wal_autocheckpoint=0")  # done by the Checkpointer, off this thread
     return conn
+
+
+def locked(error: BaseException) -> bool:
+    """SQLITE_BUSY beyond the busy timeout: another process holds the write lock; later it may not."""
+    return isinstance(error, sqlite3.OperationalError) and any(
+        word in str(error) for word in ("database is locked", "database is busy")
+    )
 
 
 class SqliteSession:
@@ -128,9 +138,6 @@ class SqliteSession:
     def close(self) -> None:
         self.conn.close()
 
-    def outage(self, error: BaseException) -> bool:
-        return False  # a local file: what fails, fails now (busy waits are inside SQLite)
-
     def plain(self, error: Exception) -> Exception:
         return error
 
@@ -139,7 +146,7 @@ class SqliteLedger(SqlLedger):
     def __init__(self, path: Path) -> None:
         super().__init__()
         self.path = path
-        self._writer = Writer(lambda: SqliteSession(path))
+        self._writer = Writer(lambda: SqliteSession(path), locked, patience=START_PATIENCE_S)
         self._checkpoints = Checkpointer(path)
         self._closed = False
 

@@ -52,9 +52,6 @@ class Session(Protocol):
     def commit(self) -> None: ...
     def rollback(self) -> None: ...
     def close(self) -> None: ...
-    def outage(self, error: BaseException) -> bool:
-        """Whether `error` means the database went away (run the batch again later)."""
-
     def plain(self, error: Exception) -> Exception:
         """The error as a caller should see it."""
 
@@ -91,8 +88,21 @@ def run(session: Session, now: float, program: Program[T]) -> T:
 
 
 class Writer:
-    def __init__(self, connect: Callable[[], Session], name: str = "ledger-writer") -> None:
+    """`outage(error)` says whether an error means the database is away for now (gone, or locked by
+    another process): the work waits and is run again. At the start it is waited out for up to
+    `patience` seconds, then it is the opener's error."""
+
+    def __init__(
+        self,
+        connect: Callable[[], Session],
+        outage: Callable[[BaseException], bool],
+        *,
+        patience: float = 0.0,
+        name: str = "ledger-writer",
+    ) -> None:
         self._connect = connect
+        self._outage = outage
+        self._patience = patience
         self._jobs: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
         self._ready = threading.Event()
         self._closing = threading.Event()
@@ -126,9 +136,23 @@ class Writer:
 
     # -- the thread ----------------------------------------------------------------------------
 
+    def _first_session(self) -> Session:
+        deadline = time.monotonic() + self._patience
+        wait = FIRST_WAIT_S
+        while True:
+            try:
+                return self._connect()
+            except Exception as exc:
+                if not self._outage(exc) or time.monotonic() > deadline or self._closing.is_set():
+                    raise
+                if wait == FIRST_WAIT_S:
+                    log.warning("waiting for the ledger", error=str(exc), up_to_s=self._patience)
+                self._closing.wait(wait)
+                wait = min(wait * 2, LONGEST_WAIT_S)
+
     def _serve(self) -> None:
         try:
-            session = self._connect()
+            session = self._first_session()
         except BaseException as exc:  # noqa: BLE001 - handed to the opener, which raises it
             self._open_error = exc
             self._ready.set()
@@ -160,7 +184,7 @@ class Writer:
             try:
                 answers = self._run_batch(session, batch)
             except Exception as exc:  # noqa: BLE001 - an outage, or the database failing the commit
-                if not session.outage(exc):
+                if not self._outage(exc):
                     log.error("ledger commit failed", error=str(exc), jobs=len(batch))
                     failed = LedgerUnavailable(f"the ledger failed: {exc}")
                     self._answer([(job, None, failed) for job in batch])
@@ -181,7 +205,7 @@ class Writer:
     def _reconnect(self, session: Session, error: BaseException, wait: float) -> Session:
         if self.outage_since is None:
             self.outage_since = time.monotonic()
-            log.error("ledger unreachable: sending paused until it answers", error=str(error))
+            log.error("ledger unavailable: sending paused until it answers", error=str(error))
         with contextlib.suppress(Exception):
             session.close()
         while not self._closing.is_set():
@@ -199,7 +223,7 @@ class Writer:
         try:
             answers = [a for unit in plan for a in answered(unit, run(session, now, unit.program()))]
         except Exception as exc:
-            if session.outage(exc):
+            if self._outage(exc):
                 raise
             session.rollback()
             if len(plan) == 1:  # nothing else to save: that caller gets the error
@@ -215,7 +239,7 @@ class Writer:
         try:
             result = answered(unit, run(session, now, unit.program()))
         except Exception as exc:
-            if session.outage(exc):
+            if self._outage(exc):
                 raise
             session.rollback_to_savepoint()
             result = [(job, None, session.plain(exc)) for job in unit.jobs]
