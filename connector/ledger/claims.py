@@ -165,10 +165,7 @@ def _insert(rows: list[tuple[Entry, float | None]]) -> Program[list[str]]:
         "sends",
         _COLUMNS,
         _TYPES,
-        [
-            (*_texts(e), e.attempts, e.created_at, e.updated_at, expires_at, e.owner)
-            for e, expires_at in rows
-        ],
+        [(*_texts(e), e.attempts, e.created_at, e.updated_at, expires_at, e.owner) for e, expires_at in rows],
         "key",
     )
     taken = set(inserted)
@@ -187,14 +184,7 @@ def _replace(read: Entry, e: Entry, expires_at: float | None) -> Program[bool]:
         "WHERE key = ? AND state = ? AND updated_at = ? "
         "AND (owner = ? OR (owner IS NULL AND CAST(? AS TEXT) IS NULL))",
         [
-            e.source,
-            e.rule,
-            e.sink,
-            e.origin,
-            e.recipient,
-            e.text,
-            e.state.value,
-            e.detail,
+            *_texts(e)[1:],
             e.attempts,
             e.created_at,
             e.updated_at,

@@ -29,8 +29,8 @@ from connector.errors import LedgerUnavailable
 from connector.ledger import schema
 from connector.ledger.batches import Factory, Together
 from connector.ledger.front import SqlLedger
-from connector.ledger.steps import Insert, Now, Program, Rows, RowsIn, Run, RunIn, RunMany, Step
-from connector.ledger.writer import Writer, run
+from connector.ledger.steps import Insert, Now, Program, Rows, RowsIn, RunIn
+from connector.ledger.writer import Verbs, Writer, run
 from connector.redact import Redactor
 
 log = structlog.get_logger(__name__)
@@ -70,7 +70,7 @@ def shown(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
-class PgSession:
+class PgSession(Verbs):
     """The writer's connection (writer.Session): autocommit off by hand, so that BEGIN and the
     clock travel together in one round trip."""
 
@@ -97,45 +97,16 @@ class PgSession:
             self.conn.execute("BEGIN")
             return self._clock()
 
-    def step(self, now: float, step: Step) -> Any:
-        conn = self.conn
-        if isinstance(step, Rows):
-            return conn.execute(_dialect(step.sql), step.params).fetchall()
-        if isinstance(step, Run):
-            return conn.execute(_dialect(step.sql), step.params).rowcount
-        if isinstance(step, RunMany):
-            with conn.cursor() as cur:
-                cur.executemany(_dialect(step.sql), step.params)
-            return None
-        if isinstance(step, RowsIn):
-            return conn.execute(_dialect(step.sql), [*step.before, list(step.values)]).fetchall()
-        if isinstance(step, RunIn):
-            return conn.execute(_dialect(step.sql), [*step.before, list(step.values)]).rowcount
+    def dialect(self, sql: str) -> str:
+        return _dialect(sql)
+
+    def bulk(self, step: RowsIn | RunIn | Insert) -> Any:
         if isinstance(step, Insert):
             sql = _insert_sql(step.table, step.columns, step.types, step.conflict)
-            return [
-                r[0] for r in conn.execute(sql, [list(column) for column in zip(*step.rows, strict=True)])
-            ]
-        assert isinstance(step, Now)
-        return now
-
-    def savepoint(self) -> None:
-        self.conn.execute("SAVEPOINT unit")
-
-    def rollback_to_savepoint(self) -> None:
-        self.conn.execute("ROLLBACK TO SAVEPOINT unit")
-
-    def release_savepoint(self) -> None:
-        self.conn.execute("RELEASE SAVEPOINT unit")
-
-    def commit(self) -> None:
-        self.conn.execute("COMMIT")
-
-    def rollback(self) -> None:
-        self.conn.execute("ROLLBACK")
-
-    def close(self) -> None:
-        self.conn.close()
+            columns = [list(column) for column in zip(*step.rows, strict=True)]
+            return [r[0] for r in self.conn.execute(sql, columns)]
+        cursor = self.conn.execute(_dialect(step.sql), [*step.before, list(step.values)])
+        return cursor.fetchall() if isinstance(step, RowsIn) else cursor.rowcount
 
     def plain(self, error: Exception) -> Exception:
         if isinstance(error, psycopg.Error):

@@ -20,8 +20,8 @@ from connector.ledger import schema
 from connector.ledger.batches import Factory, Together
 from connector.ledger.checkpoint import Checkpointer
 from connector.ledger.front import SqlLedger
-from connector.ledger.steps import Insert, Now, Rows, RowsIn, Run, RunIn, RunMany, Step, chunks, marks
-from connector.ledger.writer import Writer, run
+from connector.ledger.steps import Insert, RowsIn, RunIn, chunks, marks
+from connector.ledger.writer import Verbs, Writer, run
 
 T = TypeVar("T")
 
@@ -57,7 +57,7 @@ def locked(error: BaseException) -> bool:
     )
 
 
-class SqliteSession:
+class SqliteSession(Verbs):
     """The writer's connection (writer.Session)."""
 
     def __init__(self, path: Path) -> None:
@@ -81,31 +81,23 @@ class SqliteSession:
         self.conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         return time.time()
 
-    def step(self, now: float, step: Step) -> Any:
-        conn = self.conn
-        if isinstance(step, Rows):
-            return conn.execute(_dialect(step.sql), step.params).fetchall()
-        if isinstance(step, Run):
-            return conn.execute(_dialect(step.sql), step.params).rowcount
-        if isinstance(step, RunMany):
-            conn.executemany(_dialect(step.sql), step.params)
-            return None
-        if isinstance(step, RowsIn):
-            found: list[Any] = []
-            for part in chunks(step.values):
-                sql = _dialect(step.sql).replace("{in}", marks(len(part)))
-                found += conn.execute(sql, [*step.before, *part]).fetchall()
-            return found
-        if isinstance(step, RunIn):
-            changed = 0
-            for part in chunks(step.values):
-                sql = _dialect(step.sql).replace("{in}", marks(len(part)))
-                changed += conn.execute(sql, [*step.before, *part]).rowcount
-            return changed
+    def dialect(self, sql: str) -> str:
+        return _dialect(sql)
+
+    def bulk(self, step: RowsIn | RunIn | Insert) -> Any:
         if isinstance(step, Insert):
             return self._insert(step)
-        assert isinstance(step, Now)
-        return now
+        found: list[Any] = []
+        changed = 0
+        for part in chunks(step.values):
+            cursor = self.conn.execute(
+                _dialect(step.sql).replace("{in}", marks(len(part))), [*step.before, *part]
+            )
+            if isinstance(step, RowsIn):
+                found += cursor.fetchall()
+            else:
+                changed += cursor.rowcount
+        return found if isinstance(step, RowsIn) else changed
 
     def _insert(self, step: Insert) -> list[Any]:
         row = f"({marks(len(step.columns))})"
@@ -117,26 +109,6 @@ class SqliteSession:
             )
             inserted += [r[0] for r in self.conn.execute(sql, [v for values in part for v in values])]
         return inserted
-
-    def savepoint(self) -> None:
-        self.conn.execute("SAVEPOINT unit")
-
-    def rollback_to_savepoint(self) -> None:
-        self.conn.execute("ROLLBACK TO unit")
-
-    def release_savepoint(self) -> None:
-        self.conn.execute("RELEASE unit")
-
-    def commit(self) -> None:
-        if self.conn.in_transaction:
-            self.conn.execute("COMMIT")
-
-    def rollback(self) -> None:
-        if self.conn.in_transaction:
-            self.conn.execute("ROLLBACK")
-
-    def close(self) -> None:
-        self.conn.close()
 
     def plain(self, error: Exception) -> Exception:
         return error

@@ -30,7 +30,7 @@ import structlog
 
 from connector.errors import LedgerUnavailable
 from connector.ledger.batches import Unit, Work, answered, units
-from connector.ledger.steps import Program, Step
+from connector.ledger.steps import Insert, Now, Program, Rows, RowsIn, Run, RunIn, RunMany, Step
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -54,6 +54,53 @@ class Session(Protocol):
     def close(self) -> None: ...
     def plain(self, error: Exception) -> Exception:
         """The error as a caller should see it."""
+
+
+class Verbs:
+    """What SQLite and PostgreSQL sessions spell alike, on their DB-API `conn`: the transaction
+    verbs and the plain steps. A session says its `dialect` and answers the `bulk` steps."""
+
+    conn: Any
+
+    def dialect(self, sql: str) -> str:
+        raise NotImplementedError
+
+    def bulk(self, step: RowsIn | RunIn | Insert) -> Any:
+        raise NotImplementedError
+
+    def step(self, now: float, step: Step) -> Any:
+        if isinstance(step, Rows):
+            return self.conn.execute(self.dialect(step.sql), step.params).fetchall()
+        if isinstance(step, Run):
+            return self.conn.execute(self.dialect(step.sql), step.params).rowcount
+        if isinstance(step, RunMany):
+            cursor = self.conn.cursor()
+            try:
+                cursor.executemany(self.dialect(step.sql), step.params)
+            finally:
+                cursor.close()
+            return None
+        if isinstance(step, Now):
+            return now
+        return self.bulk(step)
+
+    def savepoint(self) -> None:
+        self.conn.execute("SAVEPOINT unit")
+
+    def rollback_to_savepoint(self) -> None:
+        self.conn.execute("ROLLBACK TO SAVEPOINT unit")
+
+    def release_savepoint(self) -> None:
+        self.conn.execute("RELEASE SAVEPOINT unit")
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self.conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 @dataclass(slots=True)
