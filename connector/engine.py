@@ -142,10 +142,10 @@ class Engine:
         return sum(len(rows) for rows in left)
 
     async def _leave_pending(self, queued: Sequence[tuple[_Row, ...]]) -> None:
-        keys = [row[0] for rows in queued for row in rows]
-        self._inflight.difference_update(keys)
-        if keys:
-            await self.ledger.record([Transition(key, State.PENDING, STOPPED) for key in keys])
+        left = [(row[0], row[10]) for rows in queued for row in rows]  # (key, created_at)
+        self._inflight.difference_update(key for key, _ in left)
+        if left:
+            await self.ledger.record([Transition(key, State.PENDING, STOPPED, at) for key, at in left])
 
     async def _send_queued(self, sink_name: str, rows: tuple[_Row, ...]) -> None:
         await self._send_reserved(sink_name, [_entry(row) for row in rows])
@@ -259,6 +259,7 @@ class Engine:
         sink = self.sinks[sink_name]
         keys = [e.key for e in entries]
         recorded: dict[str, float] = {}  # message id -> the ledger's time of its outcome
+        claimed = {e.key: e.created_at for e in entries}
         left_at: dict[str, float] = {}  # first message id of a request -> when it left
 
         async def on_sending(messages: Sequence[Message]) -> None:
@@ -271,7 +272,7 @@ class Engine:
             # Durable per request, not per batch: a crash then leaves only true in-flight sends unknown.
             at = (
                 await self.ledger.record(transitions)
-                if (transitions := _transitions(messages, outcomes))
+                if (transitions := _transitions(messages, outcomes, claimed))
                 else 0.0
             )
             recorded.update((m.id, at) for m in messages)
@@ -286,7 +287,7 @@ class Engine:
             outcomes = await sink.send(messages, on_sending, on_settled)
             rest = [(m, o) for m, o in zip(messages, outcomes, strict=True) if m.id not in recorded]
             if rest:  # held without a request (paused sink), or a sink that does not report early
-                if transitions := _transitions([m for m, _ in rest], [o for _, o in rest]):
+                if transitions := _transitions([m for m, _ in rest], [o for _, o in rest], claimed):
                     at = await self.ledger.record(transitions)
                     recorded.update((m.id, at) for m, _ in rest)
                 if self.observer is not None:
@@ -355,10 +356,13 @@ def _entry(r: _Row) -> Entry:
     return Entry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], State(r[7]), r[8], r[9], r[10], r[11])
 
 
-def _transitions(messages: Sequence[Message], outcomes: Sequence[Outcome]) -> list[Transition]:
-    """What to record; nothing for a message another instance has taken over (it records it)."""
+def _transitions(
+    messages: Sequence[Message], outcomes: Sequence[Outcome], claimed: Mapping[str, float]
+) -> list[Transition]:
+    """What to record, each for the claim it was sent for (`claimed`: key -> created_at); nothing
+    for a message another instance has taken over (it records it)."""
     return [
-        Transition(m.id, _STATE_OF[o.kind], o.detail)
+        Transition(m.id, _STATE_OF[o.kind], o.detail, claimed.get(m.id))
         for m, o in zip(messages, outcomes, strict=True)
         if o.kind is not OutcomeKind.LOST
     ]

@@ -245,6 +245,33 @@ async def test_a_late_outcome_of_a_lapsed_instance_is_still_the_truth(url: str, 
     assert (entry.state, entry.detail) == (State.SENT, "id 9")
 
 
+async def test_a_late_answer_never_settles_a_resend_of_the_same_key(url: str, instance: Opener) -> None:
+    slow, other = await instance(), await instance()
+    [(_, first)] = (await slow.claim([claim("k1")])).answers
+    await slow.mark_sending(["k1"])  # request 1 leaves, and takes its time
+    lapse(url, slow.instance_id)
+    await other.recover()  # k1: unknown
+    await slow.renew()  # a new identity
+    [(result, second)] = (await slow.claim([claim("k1", force=True)])).answers  # a person's resend
+    assert result is ClaimResult.NEW and second.created_at != first.created_at
+    await slow.mark_sending(["k1"])  # request 2 leaves
+    await slow.record([Transition("k1", State.PENDING, "503 for request 1", first.created_at)])
+    assert await other.take_pending(["ro"], 10) == []  # request 1's answer is not request 2's
+    [entry] = await other.entries(["k1"])
+    assert (entry.state, entry.owner) == (State.SENDING, slow.instance_id)
+    await slow.record([Transition("k1", State.SENT, "id 2", second.created_at)])
+    [entry] = await other.entries(["k1"])
+    assert (entry.state, entry.detail) == (State.SENT, "id 2")
+
+
+async def test_a_sweep_takes_no_more_than_its_limit(instance: Opener) -> None:
+    ledger = await instance()
+    for i in range(5):  # one claim after another: oldest first is k0, k1
+        await ledger.claim([claim(f"k{i}", f"f:{i}")])
+    await ledger.release([f"k{i}" for i in range(5)])
+    assert [e.key for e in await ledger.take_pending(["ro"], 2)] == ["k0", "k1"]
+
+
 async def test_a_stale_hold_back_never_overwrites_another_owners_send(url: str, instance: Opener) -> None:
     stale, other = await instance(), await instance()
     await stale.claim([claim("k1")])

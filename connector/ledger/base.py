@@ -78,6 +78,9 @@ class Transition:
     key: str
     state: State
     detail: str
+    # Of the claim the attempt was made for: an answer that comes late never settles a newer
+    # claim of the same key (a `resend` since), which would then not be sent, or be sent twice.
+    created_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

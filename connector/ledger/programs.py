@@ -101,21 +101,27 @@ def record_all(requests: list[tuple[Sequence[Transition], tuple[str, ...]]]) -> 
     for mine, transitions in by_ids.items():
         yield RunMany(
             "UPDATE sends SET state = ?, detail = ?, updated_at = ?, owner = NULL "
-            f"WHERE key = ? AND (owner IN ({marks(len(mine))}) "
-            "OR (state = 'unknown' AND CAST(? AS TEXT) != 'pending'))",
-            [(t.state.value, t.detail, now, t.key, *mine, t.state.value) for t in transitions],
+            "WHERE key = ? AND (CAST(? AS DOUBLE PRECISION) IS NULL OR created_at = ?) "
+            f"AND (owner IN ({marks(len(mine))}) OR (state = 'unknown' AND CAST(? AS TEXT) != 'pending'))",
+            [
+                (t.state.value, t.detail, now, t.key, t.created_at, t.created_at, *mine, t.state.value)
+                for t in transitions
+            ],
         )
     return [now] * len(requests)
 
 
 def take_pending(sinks: Sequence[str], limit: int, me: str) -> Program[list[Entry]]:
     now = yield Now()
+    # MATERIALIZED: picked once. As a plain subquery PostgreSQL may run it again for each row it
+    # updates, each time skipping the rows already taken, and so take far more than `limit`.
     rows = yield Rows(
-        f"UPDATE sends SET owner = ?, updated_at = ? WHERE key IN ("
+        "WITH picked AS MATERIALIZED ("
         f"SELECT key FROM sends WHERE state = 'pending' AND owner IS NULL AND sink IN ({marks(len(sinks))}) "
         "ORDER BY created_at LIMIT ? {skip_locked}) "
+        "UPDATE sends SET owner = ?, updated_at = ? WHERE key IN (SELECT key FROM picked) "
         f"AND state = 'pending' AND owner IS NULL RETURNING {COLUMNS}",
-        [me, now, *sinks, limit],
+        [*sinks, limit, me, now],
     )
     return sorted((entry_of(row) for row in rows), key=lambda e: e.created_at)
 
