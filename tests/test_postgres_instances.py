@@ -654,7 +654,7 @@ def test_a_database_outage_pauses_sending_and_nothing_is_lost_or_doubled(tmp_pat
     assert len(rows) == OUTAGE_ROWS and all(word(r["SMS Status"]) == "sent" for r in rows)
     assert states == Counter({"sent": OUTAGE_ROWS + 1}), states
     said = [e.get("event") for e in events(log)]
-    assert "ledger unreachable: sending paused until it answers" in said
+    assert "ledger unavailable: sending paused until it answers" in said
     assert "ledger reachable again; sending resumes" in said
 
 
