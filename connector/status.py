@@ -41,6 +41,8 @@ def of_entry(entry: Entry) -> str:
         return f"failed: {entry.detail}"
     if entry.state is State.UNKNOWN:
         return f"unknown: {entry.detail}"
+    if entry.state is State.SKIPPED:
+        return f"skipped: {entry.detail}"
     # pending, or sending in this very process: either way it is due and not yet settled
     return f"pending: {entry.detail}" if entry.detail else "pending"
 

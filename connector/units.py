@@ -28,6 +28,16 @@ def parse_duration(value: object) -> float:
     return float(match.group(1)) * _SECONDS[match.group(2)]
 
 
+def parse_signed_duration(value: object) -> float:
+    """A duration that may be negative: `-1d` (the day before), `+2h`, `30m`."""
+    if isinstance(value, str) and value.strip()[:1] in "-+":
+        text = value.strip()
+        return (-1.0 if text[0] == "-" else 1.0) * parse_duration(text[1:])
+    if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+        return -parse_duration(-value)
+    return parse_duration(value)
+
+
 @dataclass(frozen=True, slots=True)
 class Rate:
     """`count` events per `per` seconds."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -315,6 +316,50 @@ async def test_idle_pending_is_this_instances_own_untouched_claims(instance: Ope
     assert await mine.idle_pending(["ro"], 10, idle=60) == []  # claimed a moment ago
     await mine.mark_sending(["k2"])
     assert [e.key for e in await mine.idle_pending(["ro"], 10, idle=-1)] == ["k1"]  # not sending, not theirs
+
+
+# -- waiting and skipped messages (send policies) ---------------------------------------------------
+
+
+async def test_a_waiting_message_belongs_to_nobody_until_its_time_comes(instance: Opener) -> None:
+    first, sweeper = await instance(), await instance()
+    soon, later = time.time() + 0.3, time.time() + 3600
+    await first.claim(
+        [
+            dataclasses.replace(claim("k1"), not_before=soon, due_at=soon, waiting="scheduled for soon"),
+            dataclasses.replace(claim("k2", "f:2"), not_before=later, waiting="quiet hours until later"),
+        ]
+    )
+    [k1, k2] = sorted(await first.entries(["k1", "k2"]), key=lambda e: e.key)
+    assert (k1.state, k1.owner, k1.detail) == (State.PENDING, None, "scheduled for soon")
+    assert await first.next_wake() == pytest.approx(soon)
+    assert await sweeper.take_pending(["ro"], 10) == []  # not yet
+    await asyncio.sleep(0.4)
+    [taken] = await sweeper.take_pending(["ro"], 10)
+    assert (taken.key, taken.owner, taken.not_before, taken.due_at) == ("k1", sweeper.instance_id, None, soon)
+    assert await sweeper.next_wake() == pytest.approx(later)
+    [(result, resumed)] = (await first.claim([claim("k2", "f:2")])).answers  # the row read again meanwhile
+    assert result is ClaimResult.RESUME and resumed.owner is None  # still waiting: nobody takes it
+
+
+async def test_a_held_message_may_wait_for_a_time_and_is_then_swept(ledger: SqlLedger) -> None:
+    [(_, entry)] = (await ledger.claim([claim("k1")])).answers
+    soon = time.time() + 0.3
+    await ledger.record([Transition("k1", State.PENDING, "daily budget reached", entry.created_at, soon)])
+    assert await ledger.take_pending(["ro"], 10) == []
+    assert await ledger.next_wake() == pytest.approx(soon)
+    await asyncio.sleep(0.4)
+    assert [e.key for e in await ledger.take_pending(["ro"], 10)] == ["k1"]
+
+
+async def test_a_skipped_message_is_settled_and_a_new_record_is_looked_at_afresh(ledger: SqlLedger) -> None:
+    [(_, entry)] = (await ledger.claim([dataclasses.replace(claim("k1"), skipped="opted out")])).answers
+    assert (entry.state, entry.detail, entry.owner) == (State.SKIPPED, "opted out", None)
+    [(same, _)] = (await ledger.claim([claim("k1")])).answers
+    assert same is ClaimResult.RESUME  # the same record read again stays skipped
+    [(other, fresh)] = (await ledger.claim([claim("k1", "f:9")])).answers
+    assert other is ClaimResult.NEW and fresh.state is State.PENDING  # opted in again since, say
+    assert {c.state: c.count for c in await ledger.counts()} == {State.PENDING: 1}
 
 
 # -- holds ------------------------------------------------------------------------------------------

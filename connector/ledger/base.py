@@ -29,6 +29,7 @@ class State(enum.StrEnum):
     SENT = "sent"
     FAILED = "failed"
     UNKNOWN = "unknown"
+    SKIPPED = "skipped"  # deliberately not sent: a send policy said so (opted out, cap, expired)
 
 
 OPEN_STATES = (State.PENDING, State.SENDING)
@@ -48,6 +49,10 @@ class Claim:
     expires_at: float | None  # fingerprint identities are forgotten after the rule's dedupe_window
     force: bool = False  # `resend` typed into the status cell
     failed: str | None = None  # set: recorded straight as failed with this reason (render/number problem)
+    skipped: str | None = None  # set: recorded straight as skipped, with this reason (a send policy)
+    due_at: float | None = None  # when it is due (a scheduled send), kept for the checks before it leaves
+    not_before: float | None = None  # set: it waits until then (quiet hours, a schedule), owned by no one
+    waiting: str = ""  # why it waits: the status reads `pending: <this>`
 
 
 class ClaimResult(enum.Enum):
@@ -71,6 +76,8 @@ class Entry:
     created_at: float
     updated_at: float
     owner: str | None = None  # the instance moving it forward; None once settled or released
+    due_at: float | None = None  # when it became due (a scheduled send), for the checks before it leaves
+    not_before: float | None = None  # a waiting message is not taken before this
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +88,7 @@ class Transition:
     # Of the claim the attempt was made for: an answer that comes late never settles a newer
     # claim of the same key (a `resend` since), which would then not be sent, or be sent twice.
     created_at: float | None = None
+    not_before: float | None = None  # PENDING only: it waits until then (quiet hours, a budget)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +176,10 @@ class Ledger(abc.ABC):
     @abc.abstractmethod
     async def take_pending(self, sinks: Sequence[str], limit: int) -> list[Entry]:
         """Unowned pending messages of these sinks, oldest first, now owned by this instance."""
+
+    @abc.abstractmethod
+    async def next_wake(self) -> float | None:
+        """When the earliest waiting message may go; None when none waits."""
 
     @abc.abstractmethod
     async def idle_pending(self, sinks: Sequence[str], limit: int, idle: float) -> list[Entry]:

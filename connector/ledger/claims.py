@@ -18,13 +18,16 @@ from connector.ledger.base import Claim, Claimed, ClaimResult, Delivery, Entry, 
 from connector.ledger.steps import Insert, Now, Program, Rows, Run, rows_in
 
 COLUMNS = (
-    "key, source, rule, sink, origin, recipient, text, state, detail, attempts, created_at, updated_at, owner"
+    "key, source, rule, sink, origin, recipient, text, state, detail, attempts, created_at, updated_at, "
+    "owner, due_at, not_before"
 )
 ROUNDS = 8  # re-reads of keys another instance claimed in the same moment, before giving up
 
 _Known = dict[str, tuple[Entry, float | None]]  # key -> (entry, expires_at)
-_COLUMNS = (*COLUMNS.split(", ")[:12], "expires_at", "owner")
-_TYPES = ("text",) * 9 + ("bigint", "double precision", "double precision", "double precision", "text")
+_COLUMNS = (*COLUMNS.split(", "), "expires_at")
+_TYPES = (
+    ("text",) * 9 + ("bigint", "double precision", "double precision", "text") + ("double precision",) * 3
+)
 
 
 def entry_of(row: Sequence[Any]) -> Entry:
@@ -42,6 +45,8 @@ def entry_of(row: Sequence[Any]) -> Entry:
         created_at=row[10],
         updated_at=row[11],
         owner=row[12],
+        due_at=row[13],
+        not_before=row[14],
     )
 
 
@@ -52,7 +57,7 @@ def live_instances(now: float) -> Program[set[str]]:
 
 def read_known(keys: Sequence[str]) -> Program[_Known]:
     rows = yield from rows_in(f"SELECT {COLUMNS}, expires_at FROM sends WHERE key IN ({{in}})", keys)
-    return {row[0]: (entry_of(row), row[13]) for row in rows}
+    return {row[0]: (entry_of(row), row[15]) for row in rows}
 
 
 def claim(claims: Sequence[Claim], me: str, delivery: Delivery | None) -> Program[Claimed]:
@@ -126,34 +131,44 @@ def _decide(
         if current is not None:
             expired = expires_at is not None and expires_at < now
             same_record = current.origin == c.origin
-            retry_failed = current.state is State.FAILED and not same_record
+            retry_failed = current.state in (State.FAILED, State.SKIPPED) and not same_record
             # `resend` never interrupts a send in flight: that is how two SMS would go out.
             forced = c.force and current.state is not State.SENDING
             if not ((expired and current.state is not State.SENDING) or retry_failed or forced):
-                if same_record and _left_behind(current, me, live):
-                    current = dataclasses.replace(current, owner=me, updated_at=now)
+                if same_record and _left_behind(current, me, live, now):
+                    current = dataclasses.replace(current, owner=me, updated_at=now, not_before=None)
                     dirty = True
                 result = ClaimResult.RESUME if same_record else ClaimResult.DUPLICATE
                 answers[index] = (result, current)
                 continue
-        state = State.FAILED if c.failed is not None else State.PENDING
-        owner = me if state is State.PENDING else None
-        detail = c.failed or ""
+        state, detail = _first_state(c)
+        waits = state is State.PENDING and c.not_before is not None
+        owner = me if state is State.PENDING and not waits else None  # a waiting one: the sweeper's, when due
         current = Entry(
-            c.key, c.source, c.rule, c.sink, c.origin, c.recipient, c.text, state, detail, 0, now, now, owner
-        )
+            c.key, c.source, c.rule, c.sink, c.origin, c.recipient, c.text, state, detail, 0, now, now, owner,
+            c.due_at, c.not_before if waits else None,
+        )  # fmt: skip
         expires_at = c.expires_at
         dirty = True
         answers[index] = (ClaimResult.NEW, current)
     return (current, expires_at) if dirty and current is not None else None
 
 
-def _left_behind(entry: Entry, me: str, live: set[str]) -> bool:
-    """Pending, and no live instance (other than this one) owns it: whoever asks may take it."""
+def _first_state(c: Claim) -> tuple[State, str]:
+    if c.failed is not None:
+        return State.FAILED, c.failed
+    if c.skipped is not None:
+        return State.SKIPPED, c.skipped
+    return State.PENDING, c.waiting if c.not_before is not None else ""
+
+
+def _left_behind(entry: Entry, me: str, live: set[str], now: float) -> bool:
+    """Pending and due, and no live instance (other than this one) owns it: whoever asks may take it."""
     return (
         entry.state is State.PENDING
         and entry.owner != me
         and (entry.owner is None or entry.owner not in live)
+        and (entry.not_before is None or entry.not_before <= now)
     )
 
 
@@ -165,7 +180,10 @@ def _insert(rows: list[tuple[Entry, float | None]]) -> Program[list[str]]:
         "sends",
         _COLUMNS,
         _TYPES,
-        [(*_texts(e), e.attempts, e.created_at, e.updated_at, expires_at, e.owner) for e, expires_at in rows],
+        [
+            (*_texts(e), e.attempts, e.created_at, e.updated_at, e.owner, e.due_at, e.not_before, expires_at)
+            for e, expires_at in rows
+        ],
         "key",
     )
     taken = set(inserted)
@@ -180,8 +198,8 @@ def _replace(read: Entry, e: Entry, expires_at: float | None) -> Program[bool]:
     """Overwrite a row on the condition that it is still as read; False when it changed meanwhile."""
     changed = yield Run(
         "UPDATE sends SET source = ?, rule = ?, sink = ?, origin = ?, recipient = ?, text = ?, state = ?, "
-        "detail = ?, attempts = ?, created_at = ?, updated_at = ?, expires_at = ?, owner = ? "
-        "WHERE key = ? AND state = ? AND updated_at = ? "
+        "detail = ?, attempts = ?, created_at = ?, updated_at = ?, expires_at = ?, owner = ?, due_at = ?, "
+        "not_before = ? WHERE key = ? AND state = ? AND updated_at = ? "
         "AND (owner = ? OR (owner IS NULL AND CAST(? AS TEXT) IS NULL))",
         [
             *_texts(e)[1:],
@@ -190,6 +208,8 @@ def _replace(read: Entry, e: Entry, expires_at: float | None) -> Program[bool]:
             e.updated_at,
             expires_at,
             e.owner,
+            e.due_at,
+            e.not_before,
             e.key,
             read.state.value,
             read.updated_at,
@@ -211,8 +231,8 @@ def _resume(claims: Sequence[Claim], me: str, now: float) -> Program[list[tuple[
         if entry.origin != origins[key]:
             continue
         current = entry
-        if _left_behind(entry, me, live):
-            taken = dataclasses.replace(entry, owner=me, updated_at=now)
+        if _left_behind(entry, me, live, now):
+            taken = dataclasses.replace(entry, owner=me, updated_at=now, not_before=None)
             if (yield from _replace(entry, taken, expires_at)):
                 current = taken
         resumed.append((ClaimResult.RESUME, current))

@@ -163,6 +163,9 @@ class SqlLedger(Ledger, abc.ABC):
         me = self.instance_id
         return await self._write(lambda: programs.take_pending(sinks, limit, me)) if sinks else []
 
+    async def next_wake(self) -> float | None:
+        return await self._read(programs.next_wake)
+
     async def idle_pending(self, sinks: Sequence[str], limit: int, idle: float) -> list[Entry]:
         me = self.instance_id
         return await self._read(lambda: programs.idle_pending(sinks, limit, me, idle)) if sinks else []

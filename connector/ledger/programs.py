@@ -100,37 +100,73 @@ def record_all(requests: list[tuple[Sequence[Transition], tuple[str, ...]]]) -> 
         by_ids.setdefault(mine, []).extend(transitions)
     for mine, transitions in by_ids.items():
         yield RunMany(
-            "UPDATE sends SET state = ?, detail = ?, updated_at = ?, owner = NULL "
+            "UPDATE sends SET state = ?, detail = ?, updated_at = ?, owner = NULL, not_before = ? "
             "WHERE key = ? AND (CAST(? AS DOUBLE PRECISION) IS NULL OR created_at = ?) "
             f"AND (owner IN ({marks(len(mine))}) OR (state = 'unknown' AND CAST(? AS TEXT) != 'pending'))",
             [
-                (t.state.value, t.detail, now, t.key, t.created_at, t.created_at, *mine, t.state.value)
+                (
+                    t.state.value,
+                    t.detail,
+                    now,
+                    t.not_before,
+                    t.key,
+                    t.created_at,
+                    t.created_at,
+                    *mine,
+                    t.state.value,
+                )
                 for t in transitions
             ],
         )
     return [now] * len(requests)
 
 
+_PICK_FREE = (
+    "SELECT key FROM sends WHERE state = 'pending' AND owner IS NULL AND not_before IS NULL "
+    "AND sink IN ({sinks}) ORDER BY created_at LIMIT ? {{skip_locked}}"
+)
+_PICK_DUE = (
+    "SELECT key FROM sends WHERE state = 'pending' AND not_before IS NOT NULL AND not_before <= ? "
+    "AND owner IS NULL AND sink IN ({sinks}) ORDER BY not_before LIMIT ? {{skip_locked}}"
+)
+
+
 def take_pending(sinks: Sequence[str], limit: int, me: str) -> Program[list[Entry]]:
+    """Unowned messages ready to go: held ones, oldest first, and waiting ones whose time came
+    (no longer waiting once taken)."""
     now = yield Now()
-    # MATERIALIZED: picked once. As a plain subquery PostgreSQL may run it again for each row it
-    # updates, each time skipping the rows already taken, and so take far more than `limit`.
+    taken: list[Entry] = []
+    for pick, params in ((_PICK_FREE, [*sinks, limit]), (_PICK_DUE, [now, *sinks, limit])):
+        # MATERIALIZED: picked once. As a plain subquery PostgreSQL may run it again for each row
+        # it updates, each time skipping the rows already taken, and so take far more than `limit`.
+        rows = yield Rows(
+            f"WITH picked AS MATERIALIZED ({pick.format(sinks=marks(len(sinks)))}) "
+            "UPDATE sends SET owner = ?, updated_at = ?, not_before = NULL "
+            "WHERE key IN (SELECT key FROM picked) "
+            f"AND state = 'pending' AND owner IS NULL RETURNING {COLUMNS}",
+            [*params, me, now],
+        )
+        taken += [entry_of(row) for row in rows]
+        limit -= len(rows)
+        if limit <= 0:
+            break
+    return sorted(taken, key=lambda e: e.created_at)
+
+
+def next_wake() -> Program[float | None]:
+    """When the earliest waiting message may go (None: nothing waits)."""
     rows = yield Rows(
-        "WITH picked AS MATERIALIZED ("
-        f"SELECT key FROM sends WHERE state = 'pending' AND owner IS NULL AND sink IN ({marks(len(sinks))}) "
-        "ORDER BY created_at LIMIT ? {skip_locked}) "
-        "UPDATE sends SET owner = ?, updated_at = ? WHERE key IN (SELECT key FROM picked) "
-        f"AND state = 'pending' AND owner IS NULL RETURNING {COLUMNS}",
-        [*sinks, limit, me, now],
+        "SELECT min(not_before) FROM sends "
+        "WHERE state = 'pending' AND not_before IS NOT NULL AND owner IS NULL"
     )
-    return sorted((entry_of(row) for row in rows), key=lambda e: e.created_at)
+    return None if not rows or rows[0][0] is None else float(rows[0][0])
 
 
 def idle_pending(sinks: Sequence[str], limit: int, me: str, idle: float) -> Program[list[Entry]]:
     """This instance's pending messages untouched for `idle` seconds, oldest first."""
     now = yield Now()
     rows = yield Rows(
-        f"SELECT {COLUMNS} FROM sends WHERE state = 'pending' AND owner = ? "
+        f"SELECT {COLUMNS} FROM sends WHERE state = 'pending' AND owner = ? AND not_before IS NULL "
         f"AND sink IN ({marks(len(sinks))}) AND updated_at < ? ORDER BY created_at LIMIT ?",
         [me, *sinks, now - idle, limit],
     )
@@ -181,10 +217,13 @@ def recover() -> Program[int]:
     yield Run("DELETE FROM instances WHERE expires_at <= ?", [now])
     unknown = yield Run(
         "UPDATE sends SET state = 'unknown', detail = ?, updated_at = ?, owner = NULL "
-        f"WHERE state = 'sending' AND (owner IS NULL OR {_NOT_LIVE})",
+        f"WHERE state = 'sending' AND not_before IS NULL AND (owner IS NULL OR {_NOT_LIVE})",
         [UNKNOWN_AFTER_LAPSE, now],
     )
-    yield Run(f"UPDATE sends SET owner = NULL WHERE state = 'pending' AND owner IS NOT NULL AND {_NOT_LIVE}")
+    yield Run(
+        "UPDATE sends SET owner = NULL "
+        f"WHERE state = 'pending' AND not_before IS NULL AND owner IS NOT NULL AND {_NOT_LIVE}"
+    )
     # Released, not deleted: the epoch goes on growing, so a holder that only paused can tell.
     yield Run(f"UPDATE holds SET owner = NULL WHERE owner IS NOT NULL AND {_NOT_LIVE}")
     return int(unknown)

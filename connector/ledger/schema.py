@@ -28,15 +28,21 @@ CREATE TABLE IF NOT EXISTS sends (
     created_at DOUBLE PRECISION NOT NULL,
     updated_at DOUBLE PRECISION NOT NULL,
     expires_at DOUBLE PRECISION,
-    owner      TEXT
+    owner      TEXT,
+    due_at     DOUBLE PRECISION,
+    not_before DOUBLE PRECISION
 )"""
 
 # Only open messages are indexed by state: every send passes through three states, and indexing
 # all of them tripled the index writes for the queries (sweep what is pending, recover what an
 # expired instance was sending) that need it.
-_OPEN_INDEX = (
+# Waiting messages (quiet hours, scheduled sends, a budget) have an index of their own, by the time
+# they may go, so that thousands scheduled for tomorrow cost a sweep nothing today.
+_OPEN_INDEXES = (
     "CREATE INDEX IF NOT EXISTS sends_open ON sends (state, owner, sink, created_at) "
-    "WHERE state IN ('pending', 'sending')"
+    "WHERE state IN ('pending', 'sending') AND not_before IS NULL",
+    "CREATE INDEX IF NOT EXISTS sends_waiting ON sends (not_before) "
+    "WHERE state = 'pending' AND not_before IS NOT NULL",
 )
 
 _REST = (
@@ -80,12 +86,14 @@ def migrate() -> Program[int]:
     if version == VERSION:
         return version
     if version == 1:  # one process per ledger, no owners: nothing open belongs to a live instance
-        yield Run("ALTER TABLE sends ADD COLUMN owner TEXT")
+        for column in ("owner TEXT", "due_at DOUBLE PRECISION", "not_before DOUBLE PRECISION"):
+            yield Run(f"ALTER TABLE sends ADD COLUMN {column}")
         yield Run("DROP INDEX IF EXISTS sends_pending")
         yield Run("UPDATE sends SET state = 'unknown', detail = ? WHERE state = 'sending'", [_CUT_SHORT])
     else:
         yield Run(_SENDS)
-    yield Run(_OPEN_INDEX)
+    for ddl in _OPEN_INDEXES:
+        yield Run(ddl)
     for ddl in _REST:
         yield Run(ddl)
     if version == 0:

@@ -1,0 +1,116 @@
+"""The send policy step's words (SPEC "Send policies"), shared by the engine and the policies.
+
+Between rendering and sending, every message goes through the registered policies (`policies/`).
+Each answers one Verdict: send now, wait until a time (with the reason a person reads in the
+status cell), skip (deliberately not sent), or fail (cannot be sent as it stands). The verdicts
+combine: a failure beats a skip, a skip beats a wait, and waits add up (a scheduled time, then the
+quiet hours after it: the later wins).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol, runtime_checkable
+
+
+class Act(enum.IntEnum):
+    """Ordered: the strongest verdict wins when policies disagree."""
+
+    SEND = 0
+    WAIT = 1
+    SKIP = 2
+    FAIL = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    act: Act
+    until: float | None = None  # WAIT: not before this (epoch seconds)
+    reason: str = ""
+
+    def __str__(self) -> str:
+        if self.act is Act.SEND:
+            return "would send now"
+        return f"would {self.act.name.lower()}: {self.reason}"
+
+
+SEND = Verdict(Act.SEND)
+
+
+def wait(until: float, reason: str) -> Verdict:
+    return Verdict(Act.WAIT, until, reason)
+
+
+def skip(reason: str) -> Verdict:
+    return Verdict(Act.SKIP, None, reason)
+
+
+def fail(reason: str) -> Verdict:
+    return Verdict(Act.FAIL, None, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A message as the policies see it. `row` is the record while it is being claimed; a message
+    checked again right before it leaves has only what the ledger kept (`due_at`)."""
+
+    rule: str
+    sink: str
+    to: str  # E.164
+    text: str
+    row: Mapping[str, Any] | None = None
+    due_at: float | None = None  # when it became due (a scheduled send), as kept by the ledger
+    meta: Mapping[str, str] = field(default_factory=dict)
+
+
+class Policy(Protocol):
+    """One send policy, for one rule (or for every rule). `check` answers for the message as it
+    would stand at `at` (now, or the time an earlier wait ends)."""
+
+    def check(self, candidate: Candidate, at: float) -> Verdict: ...
+
+
+@runtime_checkable
+class Scheduling(Protocol):
+    """A policy that says when a message is due (else: when it is claimed)."""
+
+    def due(self, candidate: Candidate, now: float) -> float:
+        """ValueError, saying why, when the record's time cannot be read (the record fails)."""
+
+
+_ROUNDS = 4  # a wait may end inside another's quiet time: look again at the new time, a few times
+
+
+def decide(policies: Sequence[Policy], candidate: Candidate, now: float) -> tuple[Verdict, float]:
+    """The combined verdict for a message, and when it is due. A candidate with `due_at` (kept by
+    the ledger) is checked again as it is: its due time is not worked out a second time."""
+    due = candidate.due_at
+    if due is None:
+        due = now
+        for policy in policies:
+            if isinstance(policy, Scheduling):
+                try:
+                    due = policy.due(candidate, now)
+                except ValueError as exc:
+                    return fail(str(exc)), now
+        candidate = replace(candidate, due_at=due)
+    at, reason = now, ""
+    for _ in range(_ROUNDS):
+        verdicts = [policy.check(candidate, at) for policy in policies]
+        strongest = max(verdicts, key=lambda v: v.act, default=SEND)
+        if strongest.act >= Act.SKIP:
+            return strongest, due
+        waits = [v for v in verdicts if v.act is Act.WAIT and v.until is not None and v.until > at]
+        if not waits:
+            break
+        latest = max(waits, key=lambda v: v.until or 0.0)
+        at, reason = latest.until or at, latest.reason
+    return (wait(at, reason) if at > now else SEND), due
+
+
+def utc(epoch: float) -> str:
+    """A time as statuses write it: `2026-12-07T09:00:00Z`."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
