@@ -330,7 +330,7 @@ async def test_a_waiting_message_belongs_to_nobody_until_its_time_comes(instance
             dataclasses.replace(claim("k2", "f:2"), not_before=later, waiting="quiet hours until later"),
         ]
     )
-    [k1, k2] = sorted(await first.entries(["k1", "k2"]), key=lambda e: e.key)
+    k1, _ = sorted(await first.entries(["k1", "k2"]), key=lambda e: e.key)
     assert (k1.state, k1.owner, k1.detail) == (State.PENDING, None, "scheduled for soon")
     assert await first.next_wake() == pytest.approx(soon)
     assert await sweeper.take_pending(["ro"], 10) == []  # not yet

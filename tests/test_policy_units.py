@@ -111,7 +111,13 @@ def test_the_windows_own_zone_wins_over_the_top_level_one() -> None:
 
 @pytest.mark.parametrize(
     "written",
-    ["2026-12-08T10:00", "2026-12-08 10:00", "08.12.2026 10:00", "2026-12-08T08:00:00Z", "2026-12-08T10:00+02:00"],
+    [
+        "2026-12-08T10:00",
+        "2026-12-08 10:00",
+        "08.12.2026 10:00",
+        "2026-12-08T08:00:00Z",
+        "2026-12-08T10:00+02:00",
+    ],
 )
 def test_the_date_forms_of_the_spec_name_the_same_instant(written: str) -> None:
     assert parse_moment(written, BUCHAREST) == at("2026-12-08 10:00")
@@ -145,7 +151,9 @@ def test_a_past_time_sends_at_once_unless_it_expired() -> None:
 
 
 def test_an_unreadable_date_fails_the_record_with_its_value() -> None:
-    verdict, _ = decide([SchedulePolicy(Rule(), BUCHAREST)], scheduled("next tuesday"), at("2026-12-07 12:00"))
+    verdict, _ = decide(
+        [SchedulePolicy(Rule(), BUCHAREST)], scheduled("next tuesday"), at("2026-12-07 12:00")
+    )
     assert verdict.act is Act.FAIL and "'next tuesday' is not a date-time" in verdict.reason
 
 
