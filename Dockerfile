@@ -14,6 +14,7 @@ COPY pyproject.toml README.md constraints.txt ./
 COPY connector ./connector
 COPY sources ./sources
 COPY sinks ./sinks
+COPY policies ./policies
 # The versions the test suite passed with (constraints.txt, the lock `make upgrade` writes).
 RUN pip install -c constraints.txt . && useradd --system --uid 10001 connector && mkdir -p /data && chown connector /data
 USER connector

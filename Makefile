@@ -33,7 +33,7 @@ test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check connector sources sinks tests bench
+	$(BIN)/ruff check connector sources sinks policies tests bench
 	$(BIN)/mypy
 
 # `make bench` runs them all; `make bench webhook` (or csv, send, memory, latency, sheets, instances) just those.

@@ -6,11 +6,12 @@ import difflib
 from collections.abc import Collection, Mapping
 from typing import Literal
 from urllib.parse import quote, urlsplit
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field, field_validator
 
 from connector.rules import RuleConfig
-from connector.types import STRICT, Duration
+from connector.types import STRICT, Duration, TimeZone
 from sinks import SinkConfig
 from sources import SourceConfig
 
@@ -52,6 +53,8 @@ class ConnectorConfig(BaseModel):
     log: LogConfig = LogConfig()
     # SIGTERM: requests already sent get this long to be answered; queued sends stay pending.
     shutdown_grace: Duration = 10.0
+    # The zone of send windows, scheduled times written without one, and budgets' days.
+    timezone: TimeZone = ZoneInfo("UTC")
     instance: InstanceConfig = InstanceConfig()
     sinks: dict[str, SinkConfig] = Field(default_factory=dict)
     sources: dict[str, SourceConfig] = Field(default_factory=dict)

@@ -8,6 +8,7 @@ runtime hands back to the sources.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import time
 from collections import defaultdict
@@ -18,6 +19,8 @@ import structlog
 
 from connector.events import Event, Message, Outcome, OutcomeKind, Record
 from connector.ledger import Claim, Claimed, ClaimResult, Delivery, Entry, Ledger, State, Transition
+from connector.policy import PolicyContext
+from connector.policy_step import PolicyStep
 from connector.rules import CompiledRule
 from connector.send_queue import SendQueues
 from connector.status import failed, is_resend, of_duplicate, of_entry
@@ -58,7 +61,7 @@ class _Slot:
 
 
 SendPlan = dict[str, list[tuple[_Slot, Entry]]]
-_Row = tuple[str, str, str, str, str, str, str, str, str, int, float, float]
+_Row = tuple[str, str, str, str, str, str, str, str, str, int, float, float, float | None]
 """An Entry as a tuple of plain values, while it waits in a send queue: the garbage collector stops
 tracking such tuples, so thousands of queued messages add nothing to every full collection."""
 
@@ -73,9 +76,11 @@ class Engine:
         sinks: Mapping[str, Sink],
         ledger: Ledger,
         observer: SendObserver | None = None,
+        context: PolicyContext | None = None,
     ) -> None:
         self.sinks = sinks
         self.ledger = ledger
+        self.policy = PolicyStep(rules, context)
         self._rules: dict[str, list[CompiledRule]] = defaultdict(list)
         for rule in rules:
             for source in rule.sources:
@@ -168,7 +173,8 @@ class Engine:
                 decision = rule.evaluate(record.row)
                 if decision is None:
                     continue
-                claims.append(self._claim(record, rule, decision.to, decision.text, decision.problem, now))
+                claim = self._claim(record, rule, decision.to, decision.text, decision.problem, now)
+                claims.append(self.policy.admit(claim, decision, now))
                 slots.append(_Slot(index, rule.name))
         if not claims and note is None:
             return statuses, slots, {}, Claimed([])
@@ -256,8 +262,20 @@ class Engine:
 
     async def _send_reserved(self, sink_name: str, entries: Sequence[Entry]) -> list[Entry]:
         """Send entries this process reserved in `_inflight`; answer each as it now stands."""
-        sink = self.sinks[sink_name]
         keys = [e.key for e in entries]
+        try:
+            going, held = self.policy.recheck(entries, time.time())
+            at = await self.ledger.record(held) if held else 0.0
+            settled = {t.key: _held(e, t, at) for e, t in _paired(entries, held)}
+            if going:
+                sent = await self._send_going(sink_name, going)
+                settled.update((e.key, e) for e in sent)
+        finally:
+            self._inflight.difference_update(keys)
+        return [settled[e.key] for e in entries]
+
+    async def _send_going(self, sink_name: str, entries: Sequence[Entry]) -> list[Entry]:
+        sink = self.sinks[sink_name]
         recorded: dict[str, float] = {}  # message id -> the ledger's time of its outcome
         claimed = {e.key: e.created_at for e in entries}
         left_at: dict[str, float] = {}  # first message id of a request -> when it left
@@ -279,21 +297,18 @@ class Engine:
             if self.observer is not None:
                 self.observer(sink_name, outcomes, took)
 
-        try:
-            messages = [
-                Message(id=e.key, to=e.recipient, text=e.text, meta={"rule": e.rule, "source": e.source})
-                for e in entries
-            ]
-            outcomes = await sink.send(messages, on_sending, on_settled)
-            rest = [(m, o) for m, o in zip(messages, outcomes, strict=True) if m.id not in recorded]
-            if rest:  # held without a request (paused sink), or a sink that does not report early
-                if transitions := _transitions([m for m, _ in rest], [o for _, o in rest], claimed):
-                    at = await self.ledger.record(transitions)
-                    recorded.update((m.id, at) for m, _ in rest)
-                if self.observer is not None:
-                    self.observer(sink_name, [o for _, o in rest], None)
-        finally:
-            self._inflight.difference_update(keys)
+        messages = [
+            Message(id=e.key, to=e.recipient, text=e.text, meta={"rule": e.rule, "source": e.source})
+            for e in entries
+        ]
+        outcomes = await sink.send(messages, on_sending, on_settled)
+        rest = [(m, o) for m, o in zip(messages, outcomes, strict=True) if m.id not in recorded]
+        if rest:  # held without a request (paused sink), or a sink that does not report early
+            if transitions := _transitions([m for m, _ in rest], [o for _, o in rest], claimed):
+                at = await self.ledger.record(transitions)
+                recorded.update((m.id, at) for m, _ in rest)
+            if self.observer is not None:
+                self.observer(sink_name, [o for _, o in rest], None)
         # The ledger's time, so a status written now reads as one read from the ledger later.
         return [
             _settled(e, o, recorded.get(e.key) or time.time()) for e, o in zip(entries, outcomes, strict=True)
@@ -349,11 +364,26 @@ def _row(e: Entry) -> _Row:
         e.attempts,
         e.created_at,
         e.updated_at,
+        e.due_at,
     )
 
 
 def _entry(r: _Row) -> Entry:
-    return Entry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], State(r[7]), r[8], r[9], r[10], r[11])
+    return Entry(
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], State(r[7]), r[8], r[9], r[10], r[11], due_at=r[12]
+    )
+
+
+def _paired(entries: Sequence[Entry], transitions: Sequence[Transition]) -> list[tuple[Entry, Transition]]:
+    by_key = {e.key: e for e in entries}
+    return [(by_key[t.key], t) for t in transitions]
+
+
+def _held(entry: Entry, t: Transition, at: float) -> Entry:
+    """An entry as the policies left it before its request: waiting, skipped or failed."""
+    return dataclasses.replace(
+        entry, state=t.state, detail=t.detail, updated_at=at, owner=None, not_before=t.not_before
+    )
 
 
 def _transitions(

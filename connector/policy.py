@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
+from zoneinfo import ZoneInfo
 
 
 class Act(enum.IntEnum):
@@ -81,6 +82,19 @@ class Scheduling(Protocol):
         """ValueError, saying why, when the record's time cannot be read (the record fails)."""
 
 
+@dataclass(frozen=True, slots=True)
+class PolicyContext:
+    """What the policies are lent: the zone times are written in (top-level `timezone`)."""
+
+    zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+
+
+class PolicyFactory(Protocol):
+    """A registered policy class: the policy for a rule, or None when the rule does not use it."""
+
+    def for_rule(self, rule: Any, context: PolicyContext) -> Policy | None: ...
+
+
 _ROUNDS = 4  # a wait may end inside another's quiet time: look again at the new time, a few times
 
 
@@ -101,8 +115,10 @@ def decide(policies: Sequence[Policy], candidate: Candidate, now: float) -> tupl
     for _ in range(_ROUNDS):
         verdicts = [policy.check(candidate, at) for policy in policies]
         strongest = max(verdicts, key=lambda v: v.act, default=SEND)
-        if strongest.act >= Act.SKIP:
+        if strongest.act >= Act.SKIP and at == now:
             return strongest, due
+        # Later times only move the wait: a skip is judged when the message would really go
+        # (checked again then), never foretold (`expired` before it expired reads as a lie).
         waits = [v for v in verdicts if v.act is Act.WAIT and v.until is not None and v.until > at]
         if not waits:
             break

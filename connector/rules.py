@@ -20,11 +20,12 @@ from jinja2.environment import Template, TemplateExpression
 from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from connector import phones
 from connector.errors import ConnectorError, lower_first
-from connector.types import STRICT, Duration
+from connector.types import STRICT, Duration, SignedDuration
+from policies.window import SendWindow
 
 SEVEN_DAYS = 7 * 86400.0
 _REASON_LIMIT = 300  # a status cell is read by a person; a runaway message must not fill it
@@ -40,10 +41,21 @@ class RuleConfig(BaseModel):
     message: str
     sink: str
     dedupe_window: Duration = SEVEN_DAYS
+    # Send policies (policies/): each reads its own keys.
+    send_window: SendWindow | None = None
+    send_at: str | None = None  # a template whose value is a date-time
+    send_offset: SignedDuration = 0.0
+    expire_after: Duration | None = None
 
     @property
     def sources(self) -> list[str]:
         return [self.source] if isinstance(self.source, str) else list(self.source)
+
+    @model_validator(mode="after")
+    def _offset_needs_a_time(self) -> RuleConfig:
+        if self.send_offset and self.send_at is None:
+            raise ValueError("send_offset moves send_at: give send_at too")
+        return self
 
     @field_validator("country")
     @classmethod
@@ -153,6 +165,7 @@ class Decision:
     text: str | None
     problem: str | None  # the `failed` reason: template error or number problem; None when ok
     raw_to: str  # the rendered recipient before normalisation ("" if rendering failed)
+    send_at: str | None = None  # the rendered `send_at`, when the rule has one
 
     @property
     def ok(self) -> bool:
@@ -169,6 +182,7 @@ class CompiledRule:
     _to: Template = field(repr=False)
     _message: Template = field(repr=False)
     _combined: Template | None = field(default=None, repr=False)
+    _send_at: Template | None = field(default=None, repr=False)
 
     def evaluate(self, row: Mapping[str, Any]) -> Decision | None:
         """The decision for one record, or None when `when` is false (the record gets no status).
@@ -190,7 +204,7 @@ class CompiledRule:
         if rendered is not None:
             if not rendered:
                 return None
-            return self._decide(rendered[0], rendered[1])
+            return self._decide(rendered[0], rendered[1], row)
         # The reference path, one field at a time: it names the field at fault in every problem.
         if self._when is not None:
             try:
@@ -205,7 +219,7 @@ class CompiledRule:
             return Decision(self, None, None if text_problem else text, to_problem, "")
         if text_problem is not None:
             return Decision(self, None, None, text_problem, raw_to)
-        return self._decide(raw_to, text)
+        return self._decide(raw_to, text, row)
 
     def _render_at_once(self, row: Mapping[str, Any]) -> tuple[str, str] | tuple[()] | None:
         """`when`, `to` and `message` in ONE render (a third of the cost of three); None: use the
@@ -223,13 +237,18 @@ class CompiledRule:
             return None
         return parts[1].strip(), parts[2].strip()
 
-    def _decide(self, raw_to: str, text: str) -> Decision:
+    def _decide(self, raw_to: str, text: str, row: Mapping[str, Any]) -> Decision:
         number = phones.normalise(raw_to, self.config.country)
         if number.problem is not None:
             return Decision(self, None, text, number.problem, raw_to)
         if not text:
             return Decision(self, None, text, "message is empty", raw_to)
-        return Decision(self, number.e164, text, None, raw_to)
+        if self._send_at is None:
+            return Decision(self, number.e164, text, None, raw_to)
+        when, problem = _render("send_at", self._send_at, row)
+        if problem is not None:
+            return Decision(self, None, text, problem, raw_to)
+        return Decision(self, number.e164, text, None, raw_to, when)
 
 
 def _render(name: str, template: Template, row: Mapping[str, Any]) -> tuple[str, str | None]:
@@ -256,10 +275,19 @@ def compile_rule(rule: RuleConfig) -> CompiledRule:
         when = _compile_when(rule.when)
         to = _compile_template("to", rule.to)
         message = _compile_template("message", rule.message)
+        send_at = None if rule.send_at is None else _compile_template("send_at", rule.send_at)
     except RuleSyntaxError as exc:
         raise RuleSyntaxError(exc.field, exc.message, rule.name) from None
     return CompiledRule(
-        rule, rule.name, rule.sink, frozenset(rule.sources), when, to, message, _compile_combined(rule)
+        rule,
+        rule.name,
+        rule.sink,
+        frozenset(rule.sources),
+        when,
+        to,
+        message,
+        _compile_combined(rule),
+        send_at,
     )
 
 
@@ -272,7 +300,7 @@ def text_problems(rule: Mapping[str, object]) -> list[tuple[str, str]]:
     """(field, message) for every field of a rule as written (not yet validated) that does not
     compile: the config loader reports them even when other parts of the file are invalid."""
     problems: list[tuple[str, str]] = []
-    for name in ("when", "to", "message"):
+    for name in ("when", "to", "message", "send_at"):
         text = rule.get(name)
         if not isinstance(text, str):
             continue

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gc
 import signal
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from connector.errors import AccountError, SinkError
 from connector.http import make_client
 from connector.ledger import Entry, SqlLedger, open_ledger
 from connector.metrics import Metrics
+from connector.policy import PolicyContext
 from connector.server import HttpServer, build_app
 from connector.status import of_entry
 from sinks import REGISTERED as SINKS
@@ -37,6 +39,7 @@ log = structlog.get_logger(__name__)
 
 RETRY_EVERY_S = 15.0
 SWEEPER = "job:sweeper"  # the hold of the one instance that sends what is held
+WAKE_AGAIN_S = 0.25  # a wake-up that found its message not due yet by the ledger's clock looks again
 WRITE_BACK_S = 5.0  # after the grace: for the last outcomes and statuses to be written
 
 
@@ -74,6 +77,7 @@ class Runtime:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     scheduler: AsyncIOScheduler | None = None
     server: HttpServer | None = None  # while `run` serves HTTP
+    _wake_at: float | None = None  # when the scheduler wakes for the next waiting message
     _jobs: set[asyncio.Task[Any]] = field(default_factory=set)  # scheduled work in hand (retries)
 
     @classmethod
@@ -92,7 +96,7 @@ class Runtime:
         try:
             sinks = build_sinks(loaded, client)
             metrics = Metrics()
-            engine = Engine(rules, sinks, ledger)
+            engine = Engine(rules, sinks, ledger, context=PolicyContext(config.timezone))
             stopping = asyncio.Event()
             ctx = SourceContext(
                 process=engine.process,
@@ -159,15 +163,17 @@ class Runtime:
         await self.client.aclose()
         await self.ledger.close()
 
-    async def retry_held(self) -> int:
-        """Send what was held (a paused sink, a stop, an instance that died): one instance at a
-        time sweeps; hand the new statuses to their sources."""
+    async def retry_held(self, *, woken: bool = False) -> int:
+        """Send what was held (a paused sink, a stop, an instance that died) and what waited for
+        its time: one instance at a time sweeps, but any instance woken by a waiting message's time
+        takes what is due (the ledger gives each message to one). Hand the new statuses to their
+        sources, and wake again when the next waiting message may go."""
         task = asyncio.current_task()
         if task is not None:
             self._jobs.add(task)  # the stop waits for it like for any other work in hand
         try:
             await self.recover()
-            sweeper = await self.ledger.hold(SWEEPER) is not None
+            sweeper = woken or await self.ledger.hold(SWEEPER) is not None
             await self.recheck_paused_sinks()
             total = 0
             while not self.stopping.is_set():
@@ -177,10 +183,35 @@ class Runtime:
                     break
                 total += len(settled)
                 await self._write_back(settled)
+            if self.scheduler is not None and not self.stopping.is_set():
+                self._arm(await self.ledger.next_wake(), again=woken)
             return total
         finally:
             if task is not None:
                 self._jobs.discard(task)
+
+    def _arm(self, until: float | None, *, again: bool = False) -> None:
+        """Wake when the earliest waiting message may go: APScheduler, not a poll. `again`: just
+        woken, and what was due may not be visible yet by the ledger's clock: look shortly after."""
+        if until is None or self.scheduler is None:
+            return
+        now = time.time()
+        at = max(until, now + (WAKE_AGAIN_S if again else 0.0))
+        if self._wake_at is not None and self._wake_at <= at and self._wake_at > now:
+            return  # already set to wake sooner
+        self._wake_at = at
+        self.scheduler.add_job(
+            self._woken,
+            "date",
+            run_date=datetime.fromtimestamp(at, UTC),
+            id="wake",
+            replace_existing=True,
+            misfire_grace_time=None,
+        )
+
+    async def _woken(self) -> None:
+        self._wake_at = None
+        await self.retry_held(woken=True)
 
     async def _write_back(self, entries: Sequence[Entry]) -> None:
         by_source: dict[str, list[StatusUpdate]] = defaultdict(list)
@@ -232,6 +263,7 @@ class Runtime:
         self.scheduler = scheduler
         for source in self.sources.values():
             source.ctx.scheduler = scheduler
+        self.engine.policy.on_wait = self._arm  # a message claimed now to wait: wake for it
         scheduler.start()
         # What start-up built (modules, config, compiled rules, the app) lives as long as the run:
         # kept out of the collector's reach, a full collection walks only what the work creates.

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from connector.policy import SEND, Candidate, Verdict, skip, utc, wait
+from connector.policy import SEND, Candidate, PolicyContext, Verdict, skip, utc, wait
 
 SEND_AT = "send_at"  # Candidate.meta key of the rendered `send_at`
 _FORMS = ("%d.%m.%Y %H:%M", "%d.%m.%Y %H:%M:%S", "%d.%m.%Y", "%d/%m/%Y %H:%M")
@@ -62,10 +62,10 @@ class SchedulePolicy:
         self.zone = zone
 
     @classmethod
-    def for_rule(cls, rule: HasSchedule, zone: ZoneInfo) -> SchedulePolicy | None:
+    def for_rule(cls, rule: HasSchedule, context: PolicyContext) -> SchedulePolicy | None:
         if rule.send_at is None and rule.expire_after is None:
             return None
-        return cls(rule, zone)
+        return cls(rule, context.zone)
 
     def due(self, candidate: Candidate, at: float) -> float:
         """When the message is due: its scheduled time, else now. ValueError when unreadable."""

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, field_validator, model_validator
 
-from connector.policy import SEND, Candidate, Verdict, utc, wait
+from connector.policy import SEND, Candidate, PolicyContext, Verdict, utc, wait
 from connector.types import STRICT, TimeZone
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -138,9 +138,8 @@ class WindowPolicy:
         self.zone = zone
 
     @classmethod
-    def for_rule(cls, rule: object, zone: ZoneInfo) -> WindowPolicy | None:
-        window = getattr(rule, "send_window", None)
-        return cls(window, zone) if isinstance(window, SendWindow) else None
+    def for_rule(cls, rule: HasWindow, context: PolicyContext) -> WindowPolicy | None:
+        return None if rule.send_window is None else cls(rule.send_window, context.zone)
 
     def check(self, candidate: Candidate, at: float) -> Verdict:
         opens = self.window.opening(at, self.zone)

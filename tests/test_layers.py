@@ -35,6 +35,7 @@ KERNEL = (
     "connector.logs",
     "connector.plugins",  # how a plug-in declares its type name; the registries use it
     "connector.web",  # what a plug-in that serves HTTP hands the server: routes, error shape
+    "connector.policy",  # the send policy step's words, shared by the engine and the policies
 )
 APPLICATION = (
     "connector.__main__",
@@ -50,9 +51,10 @@ APPLICATION = (
     "connector.cli",
     "connector.metrics",
     "connector.openapi",
+    "connector.policy_step",
 )
 CORE = "connector"
-PLUGIN_PACKAGES = ("sources", "sinks")
+PLUGIN_PACKAGES = ("sources", "sinks", "policies")
 
 ROOT = Path(__file__).resolve().parent.parent
 

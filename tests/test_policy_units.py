@@ -167,6 +167,15 @@ def test_with_a_window_the_later_of_the_two_wins() -> None:
     assert local(early.until or 0) == "Mon 2026-12-07 15:00" and early.reason.startswith("scheduled for")
 
 
+def test_expiry_is_judged_when_the_message_would_go_not_foretold() -> None:
+    rule = Rule(expire_after=3600.0)
+    policies = [SchedulePolicy(rule, BUCHAREST), WindowPolicy(window(), BUCHAREST)]
+    verdict, due = decide(policies, scheduled("2026-12-07 19:59"), at("2026-12-07 20:01"))
+    assert verdict.act is Act.WAIT and local(verdict.until or 0) == "Tue 2026-12-08 08:00"
+    kept = Candidate(rule="r", sink="ro", to="+40740123456", text="hi", due_at=due)
+    assert decide(policies, kept, at("2026-12-08 08:00"))[0].act is Act.SKIP  # by then it has expired
+
+
 def test_a_message_checked_again_keeps_the_due_time_the_ledger_kept() -> None:
     policy = SchedulePolicy(Rule(send_at=None, expire_after=600.0), BUCHAREST)
     kept = Candidate(rule="r", sink="ro", to="+40740123456", text="hi", due_at=at("2026-12-07 08:00"))

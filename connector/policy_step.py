@@ -1,0 +1,73 @@
+"""The send policy step of the engine (SPEC "Send policies"): between rendering and sending.
+
+Twice for each message: when its record is claimed (the verdict becomes the claim: a wait, a skip
+or a failure is recorded as such, with the reason a person reads in the status cell), and again
+right before its request leaves, since a message may have waited for hours (a window may have
+closed, a number may have opted out, it may have expired meanwhile).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+from connector.ledger import Claim, Entry, State, Transition
+from connector.policy import Act, Candidate, Policy, PolicyContext, Verdict, decide
+from connector.rules import CompiledRule, Decision
+from policies import policies_for
+from policies.schedule import SEND_AT
+
+_STATE_OF = {Act.WAIT: State.PENDING, Act.SKIP: State.SKIPPED, Act.FAIL: State.FAILED}
+
+
+class PolicyStep:
+    def __init__(self, rules: Sequence[CompiledRule], context: PolicyContext | None = None) -> None:
+        context = context or PolicyContext()
+        self._by_rule: dict[str, list[Policy]] = {r.name: policies_for(r.config, context) for r in rules}
+        self.on_wait: Callable[[float], None] | None = None  # a message now waits until then
+
+    def policies(self, rule: str) -> list[Policy]:
+        return self._by_rule.get(rule, [])
+
+    def admit(self, claim: Claim, decision: Decision, now: float) -> Claim:
+        """The claim as the policies have it: sent now, waiting, skipped or failed."""
+        policies = self._by_rule.get(claim.rule)
+        if not policies or claim.failed is not None:
+            return claim
+        meta = {} if decision.send_at is None else {SEND_AT: decision.send_at}
+        candidate = Candidate(claim.rule, claim.sink, claim.recipient, claim.text, meta=meta)
+        verdict, due = decide(policies, candidate, now)
+        if verdict.act is Act.FAIL:
+            return dataclasses.replace(claim, failed=verdict.reason)
+        if verdict.act is Act.SKIP:
+            return dataclasses.replace(claim, skipped=verdict.reason, due_at=due)
+        if verdict.act is Act.WAIT:
+            self._waits(verdict)
+            return dataclasses.replace(claim, not_before=verdict.until, waiting=verdict.reason, due_at=due)
+        return dataclasses.replace(claim, due_at=due)
+
+    def recheck(self, entries: Sequence[Entry], now: float) -> tuple[list[Entry], list[Transition]]:
+        """Right before the requests leave: those still to send, and what becomes of the others."""
+        going: list[Entry] = []
+        held: list[Transition] = []
+        for entry in entries:
+            policies = self._by_rule.get(entry.rule)
+            if not policies:
+                going.append(entry)
+                continue
+            due = entry.due_at if entry.due_at is not None else entry.created_at
+            candidate = Candidate(entry.rule, entry.sink, entry.recipient, entry.text, due_at=due)
+            verdict, _ = decide(policies, candidate, now)
+            if verdict.act is Act.SEND:
+                going.append(entry)
+                continue
+            until = verdict.until if verdict.act is Act.WAIT else None
+            held.append(
+                Transition(entry.key, _STATE_OF[verdict.act], verdict.reason, entry.created_at, until)
+            )
+            self._waits(verdict)
+        return going, held
+
+    def _waits(self, verdict: Verdict) -> None:
+        if verdict.act is Act.WAIT and verdict.until is not None and self.on_wait is not None:
+            self.on_wait(verdict.until)

@@ -1,0 +1,138 @@
+"""Send policies end to end (SPEC "Send policies"): real `connector run` and `once` against the RO
+emulator, with CSV files in a drop folder. A scheduled message leaves after its time and not
+before, sent by the product itself (no source is read again for it); quiet hours hold a message
+with the time it goes; an expired one is skipped; an unreadable date fails its row; a waiting
+message survives a restart."""
+
+from __future__ import annotations
+
+import signal
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from tests.emulators.robo_ro import RoEmulator
+from tests.emulators.server import EmulatorServer
+from tests.helpers import TOKEN, connector, read_results, start_connector, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def config(folder: Path, url: str, policies: str) -> None:
+    (folder / "inbox").mkdir(exist_ok=True)
+    (folder / "config.yaml").write_text(
+        f"""state: sqlite:///connector.db
+log: {{format: json, level: info}}
+timezone: Europe/Bucharest
+sinks:
+  ro: {{type: robo_sms_ro, token: "${{ROBO_SMS_TOKEN}}", url: "{url}/api/sms/", timeout: 5s}}
+sources:
+  inbox: {{type: csv_folder, path: ./inbox, settle: 0ms}}
+rules:
+  - name: remind
+    source: inbox
+    to: "{{{{ row['Phone'] }}}}"
+    country: RO
+    message: "Your appointment is at {{{{ row['When'] }}}}"
+    sink: ro
+{policies}"""
+    )
+
+
+def drop(folder: Path, rows: list[tuple[str, str]], name: str = "a.csv") -> None:
+    staged = folder / f".{name}"
+    staged.write_text("Phone,When\n" + "".join(f"{phone},{when}\n" for phone, when in rows))
+    staged.replace(folder / "inbox" / name)
+
+
+def statuses(folder: Path, name: str = "a.results.csv") -> dict[str, str]:
+    path = folder / "inbox" / "processed" / name
+    return {r["Phone"]: r["SMS Status"] for r in read_results(path)} if path.exists() else {}
+
+
+def test_a_scheduled_send_leaves_after_its_time_and_not_before(tmp_path: Path) -> None:
+    emulator = RoEmulator(token=TOKEN)
+    with EmulatorServer(emulator) as url:
+        config(tmp_path, url, "    send_at: \"{{ row['When'] }}\"\n")
+        log = tmp_path / "connector.log"
+        running = start_connector("run", "-c", "config.yaml", cwd=tmp_path, log=log)
+        try:
+            due = time.time() + 4
+            drop(tmp_path, [("0740000001", iso(due)), ("0740000002", iso(time.time() - 60))])
+            wait_for(lambda: len(statuses(tmp_path)) == 2, what="the results file")
+            first = statuses(tmp_path)
+            assert first["0740000001"] == f"pending: scheduled for {iso(due)}"
+            assert first["0740000002"].startswith("sent ")  # a time already past sends at once
+            wait_for(lambda: len(emulator.accepted) == 2, timeout=15, what="the scheduled send")
+            arrived = time.time()
+            wait_for(
+                lambda: statuses(tmp_path)["0740000001"].startswith("sent "), what="its status rewritten"
+            )
+        finally:
+            running.send_signal(signal.SIGTERM)
+            assert running.wait(timeout=30) == 0
+    late = arrived - int(due)  # the due time is whole seconds (the CSV says so)
+    assert 0 <= late < 2.0, f"sent {late:.2f} s after its time"
+    assert [m["to"] for m in emulator.accepted] == ["+40740000002", "+40740000001"]
+
+
+def test_quiet_hours_expiry_and_an_unreadable_date_in_one_pass(tmp_path: Path) -> None:
+    emulator = RoEmulator(token=TOKEN)
+    now = time.time()
+    hour = datetime.now(ZoneInfo("Europe/Bucharest")).hour
+    closed_from = f"{(hour + 2) % 24:02d}:00"  # a window that cannot include this moment
+    closed_to = f"{(hour + 3) % 24:02d}:00"
+    with EmulatorServer(emulator) as url:
+        config(
+            tmp_path,
+            url,
+            "    send_at: \"{{ row['When'] }}\"\n    expire_after: 6h\n"
+            f'    send_window: {{days: daily, from: "{closed_from}", to: "{closed_to}"}}\n',
+        )
+        drop(
+            tmp_path,
+            [
+                ("0740000001", iso(now - 60)),  # due a minute ago: waits for the window
+                ("0740000002", iso(now - 8 * 3600)),  # due eight hours ago, expires after six
+                ("0740000003", "next tuesday"),
+            ],
+        )
+        once = connector("once", "-c", "config.yaml", cwd=tmp_path)
+        assert once.returncode == 0, once.stdout + once.stderr
+    found = statuses(tmp_path)
+    assert found["0740000001"].startswith("pending: quiet hours until ")
+    assert found["0740000002"] == f"skipped: expired (was due {iso(int(now - 8 * 3600))})"
+    assert found["0740000003"].startswith("failed: send_at 'next tuesday' is not a date-time")
+    assert emulator.accepted == []
+
+
+def test_a_waiting_message_survives_a_restart(tmp_path: Path) -> None:
+    emulator = RoEmulator(token=TOKEN)
+    with EmulatorServer(emulator) as url:
+        config(tmp_path, url, "    send_at: \"{{ row['When'] }}\"\n")
+        log = tmp_path / "connector.log"
+        first = start_connector("run", "-c", "config.yaml", cwd=tmp_path, log=log)
+        due = time.time() + 6
+        try:
+            drop(tmp_path, [("0740000001", iso(due))])
+            wait_for(lambda: len(statuses(tmp_path)) == 1, what="the results file")
+        finally:
+            first.send_signal(signal.SIGTERM)
+            assert first.wait(timeout=30) == 0
+        assert emulator.accepted == [] and time.time() < due
+        second = start_connector("run", "-c", "config.yaml", cwd=tmp_path, log=log)
+        try:
+            wait_for(lambda: len(emulator.accepted) == 1, timeout=20, what="the send after the restart")
+            assert time.time() >= int(due)
+            wait_for(lambda: statuses(tmp_path)["0740000001"].startswith("sent "), what="its status")
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(timeout=30) == 0
+    assert len(emulator.accepted) == 1
