@@ -92,7 +92,7 @@ def test_status_and_check_commands(tmp_path: Path, emulator: RoEmulator, url: st
     status = connector("status", "-c", "config.yaml", cwd=tmp_path)
     assert status.returncode == 0
     row = next(line for line in status.stdout.splitlines() if line.startswith("erp"))
-    assert row.split()[2:] == ["0", "0", "2", "1", "0"]  # pending sending sent failed unknown
+    assert row.split()[2:] == ["0", "0", "2", "1", "0", "0"]  # pending sending sent failed unknown skipped
     assert "fixed-line" in status.stdout
     assert "instances: none running" in status.stdout  # the once pass released everything it held
     check = connector("check", "-c", "config.yaml", cwd=tmp_path)

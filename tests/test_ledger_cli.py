@@ -80,7 +80,7 @@ def test_once_on_postgresql_sends_records_and_counts(tmp_path: Path) -> None:
         assert statuses[0].startswith("sent ") and statuses[1].startswith("failed:")
         status = connector("status", "-c", "config.yaml", cwd=tmp_path)
         row = next(line for line in status.stdout.splitlines() if line.startswith("inbox"))
-        assert row.split()[2:] == ["0", "0", "1", "1", "0"]  # pending sending sent failed unknown
+        assert row.split()[2:] == ["0", "0", "1", "1", "0", "0"]  # pending .. failed unknown skipped
         assert "instances: none running" in status.stdout
         assert PASSWORD not in once.stdout + once.stderr + status.stdout + status.stderr
         assert raw_sql(url, "SELECT count(*) FROM instances") == [(0,)]  # released at its stop
