@@ -1,4 +1,4 @@
-"""`connector run | once | check | preview | status` (SPEC.md "Command line").
+"""`connector run | once | check | preview | status | optout` (SPEC.md "Command line").
 
 Exit codes: 0 done (per-record failures are data); 1 invalid config or unusable credentials;
 2 usage error (argparse's own).
@@ -38,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     preview.add_argument("--limit", type=int, default=50, help="records to show per source (default 50)")
     status = commands.add_parser("status", parents=[common], help="counts by state from the ledger")
     status.add_argument("--recent", type=int, default=10, help="recent failures and unknowns to list")
+    optout = commands.add_parser("optout", parents=[common], help="the opt-out list kept in the ledger")
+    optout.add_argument("action", choices=["add", "remove", "list"])
+    optout.add_argument("numbers", nargs="*", metavar="NUMBER")
+    optout.add_argument("--country", help="region of numbers written without a prefix, e.g. RO")
+    optout.add_argument("--note", default="", help="why, kept with the number (add)")
     return parser
 
 
@@ -93,4 +98,6 @@ async def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
             return await commands.preview(loaded, args.source, args.limit)
         case "status":
             return await commands.status(loaded, args.recent)
+        case "optout":
+            return await commands.optout(loaded, args.action, args.numbers, args.country, args.note)
     return 2

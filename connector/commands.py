@@ -18,6 +18,7 @@ from connector.events import Record
 from connector.http import make_client
 from connector.ledger import Instance, State, open_ledger, sqlite_path
 from connector.ledger import describe as describe_ledger
+from connector.optouts import normalised
 from connector.rules import CompiledRule
 from connector.runtime import Runtime, build_sinks, build_sources
 from connector.segments import count_segments
@@ -217,6 +218,43 @@ async def status(loaded: LoadedConfig, recent: int) -> int:
                 f"{entry.recipient or '-'}: {entry.state.value}: {entry.detail}"
             )
     print(_instances(instances))
+    return 0
+
+
+async def optout(
+    loaded: LoadedConfig, action: str, numbers: Sequence[str], country: str | None, note: str
+) -> int:
+    """`connector optout add|remove|list`: the ledger's own opt-out list, numbers in E.164."""
+    good, bad = normalised(numbers, country)
+    if bad:
+        for value in bad:
+            print(f"{value!r} is not a phone number{'' if country else ' (for local forms give --country)'}")
+        print("nothing changed", file=sys.stderr)
+        return 1
+    if action != "list" and not good:
+        print(f"connector optout {action}: name at least one number", file=sys.stderr)
+        return 2
+    ledger = await open_ledger(loaded.config.state, loaded.base_dir, str(loaded.path))
+    try:
+        if action == "add":
+            added = await ledger.optout_add(good, note)
+            print(
+                f"{added} number(s) added to the opt-out list"
+                + (f", {len(good) - added} already on it" if added < len(good) else "")
+            )
+        elif action == "remove":
+            print(f"{await ledger.optout_remove(good)} number(s) removed from the opt-out list")
+        else:
+            listed = await ledger.optouts()
+            wanted = set(good)
+            for number, added_at, why in listed:
+                if not wanted or number in wanted:
+                    print(f"{number}  added {stamp(added_at)}" + (f"  {why}" if why else ""))
+            print(f"{len(listed)} number(s) on the ledger's list", file=sys.stderr)
+            for suppress in loaded.config.suppress:
+                print(f"also suppressed: the numbers in {suppress.path} (suppress:)", file=sys.stderr)
+    finally:
+        await ledger.close()
     return 0
 
 

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field, field_validator
 
+from connector.optouts import SuppressConfig
 from connector.rules import RuleConfig
 from connector.types import STRICT, Duration, TimeZone
 from sinks import SinkConfig
@@ -55,6 +56,7 @@ class ConnectorConfig(BaseModel):
     shutdown_grace: Duration = 10.0
     # The zone of send windows, scheduled times written without one, and budgets' days.
     timezone: TimeZone = ZoneInfo("UTC")
+    suppress: list[SuppressConfig] = Field(default_factory=list)  # opt-out list files
     instance: InstanceConfig = InstanceConfig()
     sinks: dict[str, SinkConfig] = Field(default_factory=dict)
     sources: dict[str, SourceConfig] = Field(default_factory=dict)

@@ -82,11 +82,19 @@ class Scheduling(Protocol):
         """ValueError, saying why, when the record's time cannot be read (the record fails)."""
 
 
+class OptOutList(Protocol):
+    """Numbers never to send to (E.164): the `suppress` files and the ledger's own list."""
+
+    def __contains__(self, number: object) -> bool: ...
+
+
 @dataclass(frozen=True, slots=True)
 class PolicyContext:
-    """What the policies are lent: the zone times are written in (top-level `timezone`)."""
+    """What the policies are lent: the zone times are written in (top-level `timezone`), the
+    opt-out list."""
 
     zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    optouts: OptOutList = frozenset()
 
 
 class PolicyFactory(Protocol):

@@ -27,6 +27,7 @@ from connector.errors import AccountError, SinkError
 from connector.http import make_client
 from connector.ledger import Entry, SqlLedger, open_ledger
 from connector.metrics import Metrics
+from connector.optouts import OptOuts
 from connector.policy import PolicyContext
 from connector.server import HttpServer, build_app
 from connector.status import of_entry
@@ -78,6 +79,7 @@ class Runtime:
     scheduler: AsyncIOScheduler | None = None
     server: HttpServer | None = None  # while `run` serves HTTP
     _wake_at: float | None = None  # when the scheduler wakes for the next waiting message
+    optouts: OptOuts = field(default_factory=OptOuts)
     _jobs: set[asyncio.Task[Any]] = field(default_factory=set)  # scheduled work in hand (retries)
 
     @classmethod
@@ -96,7 +98,8 @@ class Runtime:
         try:
             sinks = build_sinks(loaded, client)
             metrics = Metrics()
-            engine = Engine(rules, sinks, ledger, context=PolicyContext(config.timezone))
+            optouts = OptOuts(config.suppress, loaded.base_dir)
+            engine = Engine(rules, sinks, ledger, context=PolicyContext(config.timezone, optouts))
             stopping = asyncio.Event()
             ctx = SourceContext(
                 process=engine.process,
@@ -113,8 +116,9 @@ class Runtime:
             await client.aclose()
             await ledger.close()
             raise
-        runtime = cls(loaded, ledger, client, sinks, engine, sources, metrics, stopping)
+        runtime = cls(loaded, ledger, client, sinks, engine, sources, metrics, stopping, optouts=optouts)
         await runtime.recover()
+        await optouts.refresh(ledger)
         return runtime
 
     async def recover(self) -> None:
@@ -173,6 +177,7 @@ class Runtime:
             self._jobs.add(task)  # the stop waits for it like for any other work in hand
         try:
             await self.recover()
+            await self.optouts.refresh(self.ledger)  # a list file changed, a number opted out meanwhile
             sweeper = woken or await self.ledger.hold(SWEEPER) is not None
             await self.recheck_paused_sinks()
             total = 0

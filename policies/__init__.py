@@ -2,7 +2,7 @@
 
 Each registered class answers `for_rule(rule, context)`: its policy for that rule, or None when the
 rule does not use it. They are asked in this order, which matters only for the reason a person
-reads: a scheduled time first, then the quiet hours that apply when it comes.
+reads: an opt-out first, a scheduled time, then the quiet hours that apply when it comes.
 """
 
 from __future__ import annotations
@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from connector.policy import Policy, PolicyContext, PolicyFactory
+from policies.optout import OptOutPolicy
 from policies.schedule import SchedulePolicy
 from policies.window import WindowPolicy
 
 REGISTERED: tuple[PolicyFactory, ...] = (
+    OptOutPolicy,
     SchedulePolicy,
     WindowPolicy,
 )

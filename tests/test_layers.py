@@ -52,6 +52,7 @@ APPLICATION = (
     "connector.metrics",
     "connector.openapi",
     "connector.policy_step",
+    "connector.optouts",
 )
 CORE = "connector"
 PLUGIN_PACKAGES = ("sources", "sinks", "policies")

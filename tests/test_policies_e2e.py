@@ -136,3 +136,52 @@ def test_a_waiting_message_survives_a_restart(tmp_path: Path) -> None:
             second.send_signal(signal.SIGTERM)
             assert second.wait(timeout=30) == 0
     assert len(emulator.accepted) == 1
+
+
+def test_opted_out_numbers_from_a_file_and_from_the_command_are_never_sent(tmp_path: Path) -> None:
+    emulator = RoEmulator(token=TOKEN)
+    with EmulatorServer(emulator) as url:
+        config(tmp_path, url, "    send_at: \"{{ row['When'] }}\"\n")
+        text = (tmp_path / "config.yaml").read_text()
+        (tmp_path / "config.yaml").write_text(
+            text.replace("sinks:", "suppress:\n  - {path: optouts.csv, column: Mobile, country: RO}\nsinks:")
+        )
+        (tmp_path / "optouts.csv").write_text("Name;Mobile\nAna;0740 000 001\nnot a number;n/a\n")
+        added = connector("optout", "add", "0740000002", "--country", "RO", "--note", "asked", cwd=tmp_path)
+        assert added.returncode == 0 and "1 number(s) added" in added.stdout, added.stdout + added.stderr
+        listed = connector("optout", "list", cwd=tmp_path)
+        assert "+40740000002  added " in listed.stdout and "asked" in listed.stdout
+        bad = connector("optout", "add", "12", cwd=tmp_path)
+        assert bad.returncode == 1 and "'12' is not a phone number" in bad.stdout
+        log = tmp_path / "connector.log"
+        running = start_connector("run", "-c", "config.yaml", cwd=tmp_path, log=log)
+        try:
+            due = time.time() + 5
+            drop(
+                tmp_path,
+                [
+                    ("0740000001", iso(time.time())),  # on the file's list
+                    ("0740000002", iso(time.time())),  # added by the command
+                    ("0740000003", iso(time.time())),
+                    ("0740000004", iso(due)),  # opts out while its message waits
+                ],
+            )
+            wait_for(lambda: len(statuses(tmp_path)) == 4, what="the results file")
+            first = statuses(tmp_path)
+            assert first["0740000001"] == first["0740000002"] == "skipped: opted out"
+            assert first["0740000003"].startswith("sent ")
+            assert first["0740000004"].startswith("pending: scheduled for ")
+            late = connector("optout", "add", "+40740000004", cwd=tmp_path)
+            assert late.returncode == 0
+            wait_for(
+                lambda: statuses(tmp_path)["0740000004"] == "skipped: opted out",
+                timeout=20,
+                what="the waiting message skipped at its time",
+            )
+        finally:
+            running.send_signal(signal.SIGTERM)
+            assert running.wait(timeout=30) == 0
+    assert [m["to"] for m in emulator.accepted] == ["+40740000003"]
+    removed = connector("optout", "remove", "+40740000002", cwd=tmp_path)
+    assert "1 number(s) removed" in removed.stdout
+    assert "+40740000002" not in connector("optout", "list", cwd=tmp_path).stdout

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 from pydantic import ValidationError
 
+from connector.optouts import OptOuts, SuppressConfig, read_list
 from connector.policy import Act, Candidate, decide
+from policies.optout import OptOutPolicy
 from policies.schedule import SEND_AT, SchedulePolicy, parse_moment
 from policies.window import SendWindow, WindowPolicy, parse_days
 
@@ -182,3 +185,27 @@ def test_a_message_checked_again_keeps_the_due_time_the_ledger_kept() -> None:
     assert decide([policy], kept, at("2026-12-07 08:05"))[0].act is Act.SEND
     verdict = decide([policy], kept, at("2026-12-07 08:11"))[0]
     assert verdict.act is Act.SKIP and "was due 2026-12-07T06:00:00Z" in verdict.reason
+
+
+# -- opt-out lists ----------------------------------------------------------------------------------
+
+
+async def test_an_opt_out_file_is_read_again_when_it_changes(tmp_path: Path) -> None:
+    (tmp_path / "stop.csv").write_text("+40740000001\n0741 000 002\n")  # no header, first column
+    lists = OptOuts([SuppressConfig(path=Path("stop.csv"), country="RO")], tmp_path)
+    await lists.refresh(None)
+    assert "+40740000001" in lists and "+40741000002" in lists and "+40742000003" not in lists
+    policy = OptOutPolicy(lists)
+    assert policy.check(CANDIDATE, 0.0).act is Act.SEND
+    listed = Candidate(rule="r", sink="ro", to="+40741000002", text="hi")
+    assert (policy.check(listed, 0.0).act, policy.check(listed, 0.0).reason) == (Act.SKIP, "opted out")
+    (tmp_path / "stop.csv").write_text("Phone\n0742 000 003\n")  # a header this time
+    await lists.refresh(None)
+    assert "+40742000003" in lists and "+40741000002" not in lists
+
+
+def test_an_opt_out_file_names_its_column(tmp_path: Path) -> None:
+    (tmp_path / "list.csv").write_text("Name;Mobile\nAna;+40740000001\n")
+    assert read_list(tmp_path / "list.csv", "Mobile", None) == {"+40740000001"}
+    with pytest.raises(ValueError, match="no column 'Phone'"):
+        read_list(tmp_path / "list.csv", "Phone", None)

@@ -216,6 +216,17 @@ class Ledger(abc.ABC):
     async def instances(self) -> list[Instance]: ...
 
     @abc.abstractmethod
+    async def optout_add(self, numbers: Sequence[str], note: str = "") -> int:
+        """Numbers (E.164) never to send to; answers how many were new."""
+
+    @abc.abstractmethod
+    async def optout_remove(self, numbers: Sequence[str]) -> int: ...
+
+    @abc.abstractmethod
+    async def optouts(self) -> list[tuple[str, float, str]]:
+        """(number, when added, note) for every number on the ledger's opt-out list."""
+
+    @abc.abstractmethod
     async def entries(self, keys: Sequence[str]) -> list[Entry]:
         """The entries that exist among `keys` (any order)."""
 

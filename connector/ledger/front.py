@@ -208,6 +208,15 @@ class SqlLedger(Ledger, abc.ABC):
     async def instances(self) -> list[Instance]:
         return await self._read(programs.instances)
 
+    async def optout_add(self, numbers: Sequence[str], note: str = "") -> int:
+        return await self._write(lambda: programs.optout_add(numbers, note)) if numbers else 0
+
+    async def optout_remove(self, numbers: Sequence[str]) -> int:
+        return await self._write(lambda: programs.optout_remove(numbers)) if numbers else 0
+
+    async def optouts(self) -> list[tuple[str, float, str]]:
+        return await self._read(programs.optouts)
+
     # -- reading and notes ---------------------------------------------------------------------------
 
     async def entries(self, keys: Sequence[str]) -> list[Entry]:

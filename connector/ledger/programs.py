@@ -17,7 +17,7 @@ from typing import Any
 from connector.errors import Fenced
 from connector.ledger.base import Counts, Entry, Instance, State, Transition
 from connector.ledger.claims import COLUMNS, entry_of
-from connector.ledger.steps import Now, Program, Rows, Run, RunMany, marks, rows_in, run_in
+from connector.ledger.steps import Insert, Now, Program, Rows, Run, RunMany, marks, rows_in, run_in
 
 UNKNOWN_AFTER_LAPSE = "the process stopped while the provider had the request; not resent"
 _NOT_LIVE = "owner NOT IN (SELECT id FROM instances)"
@@ -315,6 +315,30 @@ def holding(name: str, epoch: int, me: str) -> Program[bool]:
 
 def let_go(name: str, me: str) -> Program[None]:
     yield Run("DELETE FROM holds WHERE name = ? AND owner = ?", [name, me])
+
+
+# -- opt-outs --------------------------------------------------------------------------------------------
+
+
+def optout_add(numbers: Sequence[str], note: str) -> Program[int]:
+    now = yield Now()
+    added = yield Insert(
+        "optouts",
+        ("number", "added_at", "note"),
+        ("text", "double precision", "text"),
+        [(number, now, note) for number in dict.fromkeys(numbers)],
+        "number",
+    )
+    return len(added)
+
+
+def optout_remove(numbers: Sequence[str]) -> Program[int]:
+    return (yield from run_in("DELETE FROM optouts WHERE number IN ({in})", list(numbers)))
+
+
+def optouts() -> Program[list[tuple[str, float, str]]]:
+    rows = yield Rows("SELECT number, added_at, note FROM optouts ORDER BY number")
+    return [(str(r[0]), float(r[1]), str(r[2])) for r in rows]
 
 
 # -- reading -------------------------------------------------------------------------------------------

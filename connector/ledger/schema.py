@@ -61,6 +61,11 @@ _REST = (
         renewed_at DOUBLE PRECISION NOT NULL,
         expires_at DOUBLE PRECISION NOT NULL
     )""",
+    """CREATE TABLE IF NOT EXISTS optouts (
+        number   TEXT PRIMARY KEY,
+        added_at DOUBLE PRECISION NOT NULL,
+        note     TEXT NOT NULL DEFAULT ''
+    )""",
     """CREATE TABLE IF NOT EXISTS holds (
         name     TEXT PRIMARY KEY,
         owner    TEXT,

@@ -1,0 +1,143 @@
+"""The opt-out list the policies check (policies/optout.py): every `suppress` file and the
+ledger's own list (`connector optout add`), as one set of E.164 numbers.
+
+Lookups are set lookups on the loop. Reading is done off it, by the runtime: at the start and at
+every sweep, files are read again when their size or time changed (a 100,000-number file takes
+seconds to normalise), and the ledger's list is read again (so a number added by
+`connector optout add` on any host is honoured within one sweep; `resolve`-style immediacy is not
+needed: the check runs again right before each request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+from pydantic import BaseModel, field_validator
+
+from connector import phones
+from connector.ledger import Ledger
+from connector.types import STRICT
+
+log = structlog.get_logger(__name__)
+
+
+class SuppressConfig(BaseModel):
+    """One opt-out list file: a CSV whose `column` (default: the first) holds numbers."""
+
+    model_config = STRICT
+    path: Path
+    column: str | None = None
+    country: str | None = None  # region of numbers written without a prefix
+
+    @field_validator("country")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        import phonenumbers  # noqa: PLC0415 - heavy import kept out of the config module's import time
+
+        if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"{value!r} is not a country code that phone numbers know (use RO, PK, ...)")
+        return value.upper()
+
+
+def normalised(numbers: Sequence[str], country: str | None) -> tuple[list[str], list[str]]:
+    """(E.164 numbers, the values that are not numbers)."""
+    good: list[str] = []
+    bad: list[str] = []
+    for value in numbers:
+        found = phones.normalise(value, country)
+        if found.e164 is None:
+            bad.append(value)
+        else:
+            good.append(found.e164)
+    return good, bad
+
+
+def read_list(path: Path, column: str | None, country: str | None) -> set[str]:
+    """The numbers of one list file; a header row is recognised by not being a number."""
+    text = path.read_bytes().decode("utf-8-sig", errors="replace")
+    try:
+        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    rows = list(csv.reader(io.StringIO(text, newline=""), dialect))
+    if not rows:
+        return set()
+    index = 0
+    if column is not None:
+        header = [cell.strip() for cell in rows[0]]
+        if column not in header:
+            raise ValueError(f"no column {column!r} (columns: {', '.join(header)})")
+        index, rows = header.index(column), rows[1:]
+    cells = [row[index].strip() for row in rows if len(row) > index and row[index].strip()]
+    good, bad = normalised(cells, country)
+    if bad and column is None and bad[0] == cells[0]:
+        bad = bad[1:]  # the header
+    if bad:
+        log.warning(
+            "opt-out list holds values that are not numbers", file=str(path), count=len(bad), first=bad[0]
+        )
+    return set(good)
+
+
+class OptOuts:
+    """What the opt-out policy looks numbers up in (connector.policy.OptOutList)."""
+
+    def __init__(self, lists: Sequence[SuppressConfig] = (), base_dir: Path = Path()) -> None:
+        self._lists = [(base_dir / c.path if not c.path.is_absolute() else c.path, c) for c in lists]
+        self._seen: dict[Path, tuple[int, int]] = {}
+        self._per_file: dict[Path, set[str]] = {}
+        self._numbers: frozenset[str] = frozenset()
+        self._ledger: frozenset[str] = frozenset()
+
+    def __contains__(self, number: object) -> bool:
+        return number in self._ledger or number in self._numbers
+
+    def __len__(self) -> int:
+        return len(self._ledger | self._numbers)
+
+    async def refresh(self, ledger: Ledger | None) -> None:
+        """Files read again where they changed (in a thread), the ledger's list read again."""
+        await asyncio.to_thread(self._reload_files)
+        if ledger is not None:
+            self._ledger = frozenset(number for number, _, _ in await ledger.optouts())
+
+    def _reload_files(self) -> None:
+        changed = False
+        for path, config in self._lists:
+            try:
+                st = path.stat()
+            except OSError as exc:
+                if self._seen.pop(path, None) is not None or path not in self._per_file:
+                    log.error(
+                        "opt-out list cannot be read; its numbers are not suppressed",
+                        file=str(path),
+                        error=exc.strerror,
+                    )
+                self._per_file[path] = set()
+                changed = True
+                continue
+            stamp = (st.st_size, st.st_mtime_ns)
+            if self._seen.get(path) == stamp:
+                continue
+            try:
+                numbers = read_list(path, config.column, config.country)
+            except (OSError, ValueError) as exc:
+                log.error(
+                    "opt-out list cannot be read; its numbers are not suppressed",
+                    file=str(path),
+                    error=str(exc),
+                )
+                continue
+            self._seen[path] = stamp
+            self._per_file[path] = numbers
+            changed = True
+            log.info("opt-out list read", file=str(path), numbers=len(numbers))
+        if changed:
+            self._numbers = frozenset().union(*self._per_file.values())
