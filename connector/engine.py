@@ -264,7 +264,11 @@ class Engine:
         """Send entries this process reserved in `_inflight`; answer each as it now stands."""
         keys = [e.key for e in entries]
         try:
-            going, held = self.policy.recheck(entries, time.time())
+            now = time.time()
+            going, held = self.policy.recheck(entries, now)
+            if gates := self.policy.gates(going, now):  # caps, budgets: the ledger's to check, at once
+                going, refused = self.policy.refused(going, await self.ledger.admit(gates))
+                held += refused
             at = await self.ledger.record(held) if held else 0.0
             settled = {t.key: _held(e, t, at) for e, t in _paired(entries, held)}
             if going:

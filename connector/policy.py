@@ -10,7 +10,7 @@ quiet hours after it: the later wins).
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
@@ -89,12 +89,52 @@ class OptOutList(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Budget:
+    """A sink's `daily_budget`: `limit` units a day, a message costing `cost(text)` of them."""
+
+    limit: int
+    cost: Callable[[str], int]
+
+
+@dataclass(frozen=True, slots=True)
+class Cap:
+    """`max_per_recipient: N/PERIOD`."""
+
+    count: int
+    period: float  # seconds
+    written: str  # as in the config, for the reason: "3 per 24h"
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """What the ledger checks for one message in the same transaction as every other's, right
+    before the requests leave, so that racing messages (and instances) can never pass together."""
+
+    key: str
+    recipient: str
+    cap: Cap | None = None
+    sink: str = ""
+    cost: int = 0  # with `limit`: reserved from the sink's budget for `day`
+    limit: int | None = None
+    day: str = ""  # the budget's day, in the top-level zone
+    resumes: float = 0.0  # when the next day starts (a message over budget waits until then)
+
+
+@runtime_checkable
+class Gating(Protocol):
+    """A policy whose check needs the ledger: it says what to check, the ledger checks it."""
+
+    def gate(self, gate: Gate, candidate: Candidate, now: float) -> Gate: ...
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyContext:
     """What the policies are lent: the zone times are written in (top-level `timezone`), the
     opt-out list."""
 
     zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
     optouts: OptOutList = frozenset()
+    budgets: Mapping[str, Budget] = field(default_factory=dict)  # by sink
 
 
 class PolicyFactory(Protocol):

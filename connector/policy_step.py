@@ -9,10 +9,10 @@ closed, a number may have opted out, it may have expired meanwhile).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from connector.ledger import Claim, Entry, State, Transition
-from connector.policy import Act, Candidate, Policy, PolicyContext, Verdict, decide
+from connector.ledger import Claim, Entry, Refusal, State, Transition
+from connector.policy import Act, Candidate, Gate, Gating, Policy, PolicyContext, Verdict, decide
 from connector.rules import CompiledRule, Decision
 from policies import policies_for
 from policies.schedule import SEND_AT
@@ -66,6 +66,36 @@ class PolicyStep:
                 Transition(entry.key, _STATE_OF[verdict.act], verdict.reason, entry.created_at, until)
             )
             self._waits(verdict)
+        return going, held
+
+    def gates(self, entries: Sequence[Entry], now: float) -> list[Gate]:
+        """What the ledger must check as these messages go (caps, budgets); none for most rules."""
+        gates: list[Gate] = []
+        for entry in entries:
+            gating = [p for p in self._by_rule.get(entry.rule, ()) if isinstance(p, Gating)]
+            if not gating:
+                continue
+            candidate = Candidate(entry.rule, entry.sink, entry.recipient, entry.text, due_at=entry.due_at)
+            gate = Gate(entry.key, entry.recipient)
+            for policy in gating:
+                gate = policy.gate(gate, candidate, now)
+            gates.append(gate)
+        return gates
+
+    def refused(
+        self, entries: Sequence[Entry], refusals: Mapping[str, Refusal]
+    ) -> tuple[list[Entry], list[Transition]]:
+        """The entries the ledger let go, and what becomes of those it did not."""
+        going: list[Entry] = []
+        held: list[Transition] = []
+        for entry in entries:
+            refusal = refusals.get(entry.key)
+            if refusal is None:
+                going.append(entry)
+                continue
+            held.append(Transition(entry.key, refusal.state, refusal.reason, entry.created_at, refusal.until))
+            if refusal.until is not None and self.on_wait is not None:
+                self.on_wait(refusal.until)
         return going, held
 
     def _waits(self, verdict: Verdict) -> None:

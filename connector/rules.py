@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from connector import phones
 from connector.errors import ConnectorError, lower_first
 from connector.types import STRICT, Duration, SignedDuration
+from policies.cap import CapSetting
 from policies.window import SendWindow
 
 SEVEN_DAYS = 7 * 86400.0
@@ -46,6 +47,7 @@ class RuleConfig(BaseModel):
     send_at: str | None = None  # a template whose value is a date-time
     send_offset: SignedDuration = 0.0
     expire_after: Duration | None = None
+    max_per_recipient: CapSetting | None = None
 
     @property
     def sources(self) -> list[str]:

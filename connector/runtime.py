@@ -12,7 +12,7 @@ import gc
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,7 +28,7 @@ from connector.http import make_client
 from connector.ledger import Entry, SqlLedger, open_ledger
 from connector.metrics import Metrics
 from connector.optouts import OptOuts
-from connector.policy import PolicyContext
+from connector.policy import Budget, PolicyContext
 from connector.server import HttpServer, build_app
 from connector.status import of_entry
 from sinks import REGISTERED as SINKS
@@ -60,6 +60,23 @@ def build_sources(
         if not only or name in only:
             sources[name] = _SOURCE_OF_MODEL[type(cfg)](name, cfg, ctx)
     return sources
+
+
+def budgets_of(loaded: LoadedConfig, sinks: dict[str, Sink]) -> dict[str, Budget]:
+    """Each sink's `daily_budget`, in its own unit (a sink without a price counts messages)."""
+
+    def cost_of(sink: Sink) -> Callable[[str], int]:
+        def cost(text: str) -> int:
+            price = sink.cost(text)
+            return 1 if price is None else price.amount
+
+        return cost
+
+    return {
+        name: Budget(cfg.daily_budget, cost_of(sinks[name]))
+        for name, cfg in loaded.config.sinks.items()
+        if cfg.daily_budget is not None
+    }
 
 
 _SINK_OF_MODEL = {sink.config_model: sink for sink in SINKS}
@@ -99,7 +116,10 @@ class Runtime:
             sinks = build_sinks(loaded, client)
             metrics = Metrics()
             optouts = OptOuts(config.suppress, loaded.base_dir)
-            engine = Engine(rules, sinks, ledger, context=PolicyContext(config.timezone, optouts))
+            context = PolicyContext(config.timezone, optouts, budgets_of(loaded, sinks))
+            engine = Engine(rules, sinks, ledger, context=context)
+            if any(rule.config.max_per_recipient for rule in rules):
+                await ledger.count_by_number()
             stopping = asyncio.Event()
             ctx = SourceContext(
                 process=engine.process,

@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from connector.policy import Policy, PolicyContext, PolicyFactory
+from policies.budget import BudgetPolicy
+from policies.cap import CapPolicy
 from policies.optout import OptOutPolicy
 from policies.schedule import SchedulePolicy
 from policies.window import WindowPolicy
@@ -18,6 +20,8 @@ REGISTERED: tuple[PolicyFactory, ...] = (
     OptOutPolicy,
     SchedulePolicy,
     WindowPolicy,
+    CapPolicy,
+    BudgetPolicy,
 )
 
 

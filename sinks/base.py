@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Self
 
 import httpx
 import structlog
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from connector.events import Cost, Message, Outcome
 from connector.plugins import Plugin
@@ -38,6 +38,10 @@ STOPPED = "the connector stopped before sending it; the next start sends it"
 
 class SinkConfigBase(BaseModel):
     """Fields every sink accepts."""
+
+    # The sink's own cost of a message a day (RO credits, PK SMS segments; messages for a sink
+    # without a price), in the top-level timezone: never spent past (policies/budget.py).
+    daily_budget: int | None = Field(default=None, ge=1)
 
     def resolved(self, base_dir: Path) -> Self:
         """The config with its relative paths made absolute against the config file's folder."""

@@ -16,6 +16,7 @@ from connector.ledger.base import (
     Entry,
     Instance,
     Ledger,
+    Refusal,
     State,
     Transition,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "Instance",
     "Ledger",
     "LedgerUnavailable",
+    "Refusal",
     "SqlLedger",
     "State",
     "Transition",

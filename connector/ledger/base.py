@@ -22,6 +22,8 @@ import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from connector.policy import Gate
+
 
 class State(enum.StrEnum):
     PENDING = "pending"
@@ -89,6 +91,15 @@ class Transition:
     # claim of the same key (a `resend` since), which would then not be sent, or be sent twice.
     created_at: float | None = None
     not_before: float | None = None  # PENDING only: it waits until then (quiet hours, a budget)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a message was not let go right before its request: skipped, or waiting until `until`."""
+
+    state: State  # SKIPPED, or PENDING
+    reason: str
+    until: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +225,15 @@ class Ledger(abc.ABC):
 
     @abc.abstractmethod
     async def instances(self) -> list[Instance]: ...
+
+    @abc.abstractmethod
+    async def admit(self, gates: Sequence[Gate]) -> dict[str, Refusal]:
+        """Let these messages go, in one transaction with their checks (the ledger's opt-out
+        list, caps, budgets: connector/ledger/gates.py); answers the refused ones by key."""
+
+    @abc.abstractmethod
+    async def spent(self, day: str) -> dict[str, int]:
+        """What each sink has spent of its budget on `day`."""
 
     @abc.abstractmethod
     async def optout_add(self, numbers: Sequence[str], note: str = "") -> int:

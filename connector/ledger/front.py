@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import structlog
 
 from connector.errors import LedgerUnavailable
+from connector.ledger import gates as gates_program
 from connector.ledger import programs
 from connector.ledger.base import (
     Claim,
@@ -29,11 +30,14 @@ from connector.ledger.base import (
     Entry,
     Instance,
     Ledger,
+    Refusal,
     State,
     Transition,
 )
 from connector.ledger.batches import Factory, Together
 from connector.ledger.claims import claim as claim_program
+from connector.ledger.schema import COUNTED_INDEX
+from connector.policy import Gate
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -207,6 +211,17 @@ class SqlLedger(Ledger, abc.ABC):
 
     async def instances(self) -> list[Instance]:
         return await self._read(programs.instances)
+
+    async def admit(self, gates: Sequence[Gate]) -> dict[str, Refusal]:
+        return await self._write(lambda: gates_program.admit(gates)) if gates else {}
+
+    async def count_by_number(self) -> None:
+        """The index frequency caps count with (made only when a rule has a cap: every send would
+        otherwise pay for an index nothing reads)."""
+        await self._write(lambda: programs.run_ddl(COUNTED_INDEX))
+
+    async def spent(self, day: str) -> dict[str, int]:
+        return await self._read(lambda: gates_program.spent(day))
 
     async def optout_add(self, numbers: Sequence[str], note: str = "") -> int:
         return await self._write(lambda: programs.optout_add(numbers, note)) if numbers else 0

@@ -100,6 +100,14 @@ class PgSession(Verbs):
     def dialect(self, sql: str) -> str:
         return _dialect(sql)
 
+    def lock(self, names: tuple[str, ...]) -> None:
+        # In order, so that two transactions locking overlapping numbers never deadlock.
+        self.conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(n, 0)) "
+            "FROM (SELECT unnest(%s::text[]) AS n ORDER BY 1) s",
+            [sorted(names)],
+        )
+
     def bulk(self, step: RowsIn | RunIn | Insert) -> Any:
         if isinstance(step, Insert):
             sql = _insert_sql(step.table, step.columns, step.types, step.conflict)

@@ -17,6 +17,7 @@ from typing import Any
 from connector.errors import Fenced
 from connector.ledger.base import Counts, Entry, Instance, State, Transition
 from connector.ledger.claims import COLUMNS, entry_of
+from connector.ledger.gates import refund
 from connector.ledger.steps import Insert, Now, Program, Rows, Run, RunMany, marks, rows_in, run_in
 
 UNKNOWN_AFTER_LAPSE = "the process stopped while the provider had the request; not resent"
@@ -118,6 +119,7 @@ def record_all(requests: list[tuple[Sequence[Transition], tuple[str, ...]]]) -> 
                 for t in transitions
             ],
         )
+    yield from refund([t for transitions, _ in requests for t in transitions])
     return [now] * len(requests)
 
 
@@ -388,6 +390,10 @@ def notes_in(scope: str) -> Program[dict[str, str]]:
 
 def drop_notes(scope: str, keys: Sequence[str]) -> Program[None]:
     yield from run_in("DELETE FROM notes WHERE scope = ? AND key IN ({in})", keys, [scope])
+
+
+def run_ddl(ddl: str) -> Program[None]:
+    yield Run(ddl)
 
 
 def ping() -> Program[Any]:

@@ -30,7 +30,10 @@ CREATE TABLE IF NOT EXISTS sends (
     expires_at DOUBLE PRECISION,
     owner      TEXT,
     due_at     DOUBLE PRECISION,
-    not_before DOUBLE PRECISION
+    not_before DOUBLE PRECISION,
+    admitted_at DOUBLE PRECISION,
+    charged    BIGINT,
+    charged_day TEXT
 )"""
 
 # Only open messages are indexed by state: every send passes through three states, and indexing
@@ -43,6 +46,17 @@ _OPEN_INDEXES = (
     "WHERE state IN ('pending', 'sending') AND not_before IS NULL",
     "CREATE INDEX IF NOT EXISTS sends_waiting ON sends (not_before) "
     "WHERE state = 'pending' AND not_before IS NOT NULL",
+    # Messages let go and not settled yet, by number: what a frequency cap counts besides what
+    # was sent (few rows: those on their way right now).
+    "CREATE INDEX IF NOT EXISTS sends_admitted ON sends (recipient) "
+    "WHERE admitted_at IS NOT NULL AND state IN ('pending', 'sending')",
+)
+
+# What a frequency cap counts of what was sent, by number and time. Made only when a rule has a
+# cap (`counted_index`): otherwise every send would pay for an index nothing reads.
+COUNTED_INDEX = (
+    "CREATE INDEX IF NOT EXISTS sends_counted ON sends (recipient, updated_at) "
+    "WHERE state IN ('sent', 'unknown')"
 )
 
 _REST = (
@@ -60,6 +74,12 @@ _REST = (
         started_at DOUBLE PRECISION NOT NULL,
         renewed_at DOUBLE PRECISION NOT NULL,
         expires_at DOUBLE PRECISION NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS budgets (
+        sink  TEXT NOT NULL,
+        day   TEXT NOT NULL,
+        spent BIGINT NOT NULL,
+        PRIMARY KEY (sink, day)
     )""",
     """CREATE TABLE IF NOT EXISTS optouts (
         number   TEXT PRIMARY KEY,
@@ -91,7 +111,14 @@ def migrate() -> Program[int]:
     if version == VERSION:
         return version
     if version == 1:  # one process per ledger, no owners: nothing open belongs to a live instance
-        for column in ("owner TEXT", "due_at DOUBLE PRECISION", "not_before DOUBLE PRECISION"):
+        for column in (
+            "owner TEXT",
+            "due_at DOUBLE PRECISION",
+            "not_before DOUBLE PRECISION",
+            "admitted_at DOUBLE PRECISION",
+            "charged BIGINT",
+            "charged_day TEXT",
+        ):
             yield Run(f"ALTER TABLE sends ADD COLUMN {column}")
         yield Run("DROP INDEX IF EXISTS sends_pending")
         yield Run("UPDATE sends SET state = 'unknown', detail = ? WHERE state = 'sending'", [_CUT_SHORT])

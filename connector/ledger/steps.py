@@ -74,12 +74,20 @@ class Insert:
 
 
 @dataclass(frozen=True, slots=True)
+class Lock:
+    """Names no other transaction may lock until this one ends (PostgreSQL: transaction-scoped
+    advisory locks, taken in order; SQLite: its writer is alone already). Answered with None."""
+
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Now:
     """The ledger's clock, read once per transaction: the database's own for PostgreSQL, so that
     leases of instances on several hosts are judged by one clock."""
 
 
-Step = Rows | Run | RunMany | RowsIn | RunIn | Insert | Now
+Step = Rows | Run | RunMany | RowsIn | RunIn | Insert | Lock | Now
 Program = Generator[Step, Any, T]
 
 CHUNK = 500  # values per IN (...) list: within SQLite's and PostgreSQL's bounds on parameters

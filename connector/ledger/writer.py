@@ -30,7 +30,7 @@ import structlog
 
 from connector.errors import LedgerUnavailable
 from connector.ledger.batches import Unit, Work, answered, units
-from connector.ledger.steps import Insert, Now, Program, Rows, RowsIn, Run, RunIn, RunMany, Step
+from connector.ledger.steps import Insert, Lock, Now, Program, Rows, RowsIn, Run, RunIn, RunMany, Step
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -82,7 +82,12 @@ class Verbs:
             return None
         if isinstance(step, Now):
             return now
+        if isinstance(step, Lock):
+            return self.lock(step.names)
         return self.bulk(step)
+
+    def lock(self, names: tuple[str, ...]) -> None:
+        return None  # one writer at a time already
 
     def savepoint(self) -> None:
         self.conn.execute("SAVEPOINT unit")

@@ -1,0 +1,153 @@
+"""Letting messages go, right before their requests: the checks only the ledger can make, for a
+whole batch in one transaction (SPEC "Send policies"): the ledger's opt-out list, frequency caps
+and daily budgets.
+
+A message let go is marked `admitted`: it counts against its number's cap, and its cost is
+reserved from its sink's budget for the day. Caps count what was sent or is unknown (it may have
+been taken) over the cap's period, plus what is admitted and not settled. The numbers of a batch
+are locked first (PostgreSQL; SQLite's writer is alone anyway), so two messages to one number
+racing on two instances cannot both pass. A message that ends without being taken (refused,
+held, skipped) gives its cost back (`refund`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from connector.ledger.base import Refusal, State, Transition
+from connector.ledger.steps import Lock, Now, Program, Rows, Run, RunMany, rows_in, run_in
+from connector.policy import Gate, utc
+
+REFUNDED = (State.FAILED, State.PENDING, State.SKIPPED)
+
+
+def admit(gates: Sequence[Gate]) -> Program[dict[str, Refusal]]:
+    """Each message let go or refused, in order; answers the refused ones by key."""
+    now = yield Now()
+    admitted_before = {
+        str(r[0])
+        for r in (
+            yield from rows_in(
+                "SELECT key FROM sends WHERE admitted_at IS NOT NULL AND key IN ({in})",
+                [g.key for g in gates],
+            )
+        )
+    }
+    numbers = sorted({g.recipient for g in gates})
+    opted = {
+        str(r[0]) for r in (yield from rows_in("SELECT number FROM optouts WHERE number IN ({in})", numbers))
+    }
+    counts = yield from _counts([g for g in gates if g.cap is not None], now)
+    budgets = yield from _budgets([g for g in gates if g.limit is not None])
+    refused: dict[str, Refusal] = {}
+    letting: list[tuple[Any, ...]] = []
+    spent = dict(budgets)
+    for gate in gates:
+        if gate.key in admitted_before:
+            continue  # let go before (its cost reserved then): a retry, or a new owner after a lapse
+        refusal = _refusal(gate, opted, counts, spent, now)
+        if refusal is not None:
+            refused[gate.key] = refusal
+            continue
+        charged = gate.cost if gate.limit is not None else None
+        if charged is not None:
+            spent[(gate.sink, gate.day)] += charged
+        counts[gate.recipient].append(now)
+        letting.append((now, charged, gate.day if charged is not None else None, gate.key))
+    if letting:
+        yield RunMany("UPDATE sends SET admitted_at = ?, charged = ?, charged_day = ? WHERE key = ?", letting)
+    for (sink, day), total in spent.items():
+        if total != budgets[(sink, day)]:
+            yield Run("UPDATE budgets SET spent = ? WHERE sink = ? AND day = ?", [total, sink, day])
+    return refused
+
+
+def _refusal(
+    gate: Gate,
+    opted: set[str],
+    counts: dict[str, list[float]],
+    spent: dict[tuple[str, str], int],
+    now: float,
+) -> Refusal | None:
+    if gate.recipient in opted:
+        return Refusal(State.SKIPPED, "opted out")
+    if gate.cap is not None:
+        recent = sum(1 for at in counts[gate.recipient] if at >= now - gate.cap.period)
+        if recent >= gate.cap.count:
+            return Refusal(State.SKIPPED, f"frequency cap ({gate.cap.written})")
+    if gate.limit is not None and spent[(gate.sink, gate.day)] + gate.cost > gate.limit:
+        reason = f"daily budget of {gate.limit} reached; resumes {utc(gate.resumes)}"
+        return Refusal(State.PENDING, reason, gate.resumes)
+    return None
+
+
+def _counts(gates: Sequence[Gate], now: float) -> Program[dict[str, list[float]]]:
+    """For each capped number: when each message counted against it went (now, for those on
+    their way). The numbers are locked first, so no other transaction counts them meanwhile."""
+    counts: dict[str, list[float]] = defaultdict(list)
+    if not gates:
+        return counts
+    numbers = sorted({g.recipient for g in gates})
+    yield Lock(tuple(f"cap:{n}" for n in numbers))
+    longest = max(g.cap.period for g in gates if g.cap is not None)
+    for number, at in (
+        yield from rows_in(
+            "SELECT recipient, updated_at FROM sends WHERE state IN ('sent', 'unknown') "
+            "AND updated_at >= ? AND recipient IN ({in})",
+            numbers,
+            [now - longest],
+        )
+    ):
+        counts[str(number)].append(float(at))
+    for number, count in (
+        yield from rows_in(
+            "SELECT recipient, count(*) FROM sends WHERE admitted_at IS NOT NULL "
+            "AND state IN ('pending', 'sending') AND recipient IN ({in}) GROUP BY recipient",
+            numbers,
+        )
+    ):
+        counts[str(number)] += [now] * int(count)
+    return counts
+
+
+def _budgets(gates: Sequence[Gate]) -> Program[dict[tuple[str, str], int]]:
+    """What each (sink, day) has spent, its row locked for this transaction."""
+    spent: dict[tuple[str, str], int] = {}
+    for sink, day in sorted({(g.sink, g.day) for g in gates}):
+        yield Run(
+            "INSERT INTO budgets (sink, day, spent) VALUES (?, ?, 0) ON CONFLICT (sink, day) DO NOTHING",
+            [sink, day],
+        )
+        rows = yield Rows("SELECT spent FROM budgets WHERE sink = ? AND day = ? {for_update}", [sink, day])
+        spent[(sink, day)] = int(rows[0][0])
+    return spent
+
+
+def refund(transitions: Sequence[Transition]) -> Program[None]:
+    """Messages that ended without being taken give their reserved cost back, and count no more."""
+    keys = [t.key for t in transitions if t.state in REFUNDED]
+    if not keys:
+        return
+    rows = yield from rows_in(
+        "SELECT key, sink, charged_day, charged FROM sends WHERE charged IS NOT NULL "
+        "AND state IN ('failed', 'pending', 'skipped') AND key IN ({in})",
+        keys,
+    )
+    back: Counter[tuple[str, str]] = Counter()
+    for _, sink, day, charged in rows:
+        back[(str(sink), str(day))] += int(charged)
+    for (sink, day), amount in sorted(back.items()):
+        yield Run("UPDATE budgets SET spent = spent - ? WHERE sink = ? AND day = ?", [amount, sink, day])
+    yield from run_in(
+        "UPDATE sends SET admitted_at = NULL, charged = NULL, charged_day = NULL "
+        "WHERE admitted_at IS NOT NULL AND state IN ('failed', 'pending', 'skipped') AND key IN ({in})",
+        keys,
+    )
+
+
+def spent(day: str) -> Program[dict[str, int]]:
+    """What each sink has spent on `day`."""
+    rows = yield Rows("SELECT sink, spent FROM budgets WHERE day = ?", [day])
+    return {str(r[0]): int(r[1]) for r in rows}
