@@ -396,9 +396,8 @@ async def test_two_instances_racing_for_one_budget_never_pass_it_together(instan
     first, second = await instance(), await instance()
     keys = [f"r{i}" for i in range(40)]
     await first.claim([claim(key, f"f:{key}") for key in keys])
-    refusals = await asyncio.gather(
-        *(ledger.admit([budget_gate(key, limit=10)]) for ledger, key in zip([first, second] * 20, keys, strict=True))
-    )
+    pairs = zip([first, second] * 20, keys, strict=True)
+    refusals = await asyncio.gather(*(ledger.admit([budget_gate(key, limit=10)]) for ledger, key in pairs))
     assert sum(1 for r in refusals if not r) == 10
     assert await first.spent("2026-12-07") == {"ro": 10}
 
