@@ -185,3 +185,75 @@ def test_opted_out_numbers_from_a_file_and_from_the_command_are_never_sent(tmp_p
     removed = connector("optout", "remove", "+40740000002", cwd=tmp_path)
     assert "1 number(s) removed" in removed.stdout
     assert "+40740000002" not in connector("optout", "list", cwd=tmp_path).stdout
+
+
+def budget_config(folder: Path, url: str, budget: int, extra_rule: str = "") -> None:
+    (folder / "inbox").mkdir(exist_ok=True)
+    (folder / "config.yaml").write_text(
+        f"""state: sqlite:///connector.db
+log: {{format: json, level: info}}
+timezone: Europe/Bucharest
+sinks:
+  ro:
+    type: robo_sms_ro
+    token: "${{ROBO_SMS_TOKEN}}"
+    url: "{url}/api/sms/"
+    concurrency: 8
+    daily_budget: {budget}
+sources:
+  inbox: {{type: csv_folder, path: ./inbox, settle: 0ms}}
+rules:
+  - name: promo
+    source: inbox
+    to: "{{{{ row['Phone'] }}}}"
+    country: RO
+    message: "Offer {{{{ row['When'] }}}}"
+    sink: ro
+{extra_rule}"""
+    )
+
+
+def test_a_daily_budget_stops_exactly_at_n_with_eight_in_flight_and_two_instances(tmp_path: Path) -> None:
+    emulator = RoEmulator(token=TOKEN, latency=0.02)
+    with EmulatorServer(emulator) as url:
+        budget_config(tmp_path, url, 25)
+        drop(tmp_path, [(f"07400{i:05d}", str(i)) for i in range(40)], "a.csv")
+        drop(tmp_path, [(f"07410{i:05d}", str(i)) for i in range(40)], "b.csv")
+        both = [
+            start_connector("once", "-c", "config.yaml", cwd=tmp_path, log=tmp_path / "once.log")
+            for _ in "ab"
+        ]
+        for process in both:
+            assert process.wait(timeout=120) == 0, (tmp_path / "once.log").read_text()[-2000:]
+    assert len(emulator.accepted) == 25, "the budget was passed (or not used)"
+    found = {**statuses(tmp_path, "a.results.csv"), **statuses(tmp_path, "b.results.csv")}
+    waiting = [s for s in found.values() if s.startswith("pending: daily budget of 25 reached; resumes ")]
+    assert len(found) == 80 and len(waiting) == 55
+    assert sum(s.startswith("sent ") for s in found.values()) == 25
+
+
+def test_a_frequency_cap_counts_what_every_rule_sent(tmp_path: Path) -> None:
+    emulator = RoEmulator(token=TOKEN)
+    with EmulatorServer(emulator) as url:
+        budget_config(
+            tmp_path,
+            url,
+            1000,
+            "    when: \"row['When'] != 'reminder'\"\n    max_per_recipient: 2/24h\n"
+            "  - name: reminder\n    source: inbox\n    when: \"row['When'] == 'reminder'\"\n"
+            '    to: "{{ row[\'Phone\'] }}"\n    country: RO\n    message: "See you soon"\n    sink: ro\n',
+        )
+        drop(tmp_path, [("0740000001", "reminder")], "a.csv")  # an uncapped rule sends one
+        assert connector("once", "-c", "config.yaml", cwd=tmp_path).returncode == 0
+        drop(
+            tmp_path,
+            [("0740000001", "1"), ("0740000001", "2"), ("0740000001", "3"), ("0740000002", "4")],
+            "b.csv",
+        )
+        once = connector("once", "-c", "config.yaml", cwd=tmp_path)
+        assert once.returncode == 0, once.stdout + once.stderr
+    found = list(statuses(tmp_path, "b.results.csv").values())  # by phone: the last row per number
+    rows = [r["SMS Status"] for r in read_results(tmp_path / "inbox" / "processed" / "b.results.csv")]
+    assert [s.split()[0] for s in rows] == ["sent", "skipped:", "skipped:", "sent"], rows
+    assert rows[1] == "skipped: frequency cap (2 per 24h)" and found
+    assert [m["to"] for m in emulator.accepted].count("+40740000001") == 2  # the reminder, one offer
