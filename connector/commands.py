@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import httpx
 import structlog
@@ -19,12 +18,10 @@ from connector.http import make_client
 from connector.ledger import Instance, State, open_ledger, sqlite_path
 from connector.ledger import describe as describe_ledger
 from connector.optouts import normalised
-from connector.rules import CompiledRule
+from connector.preview import preview as show_preview
 from connector.runtime import Runtime, build_sinks, build_sources
-from connector.segments import count_segments
 from connector.status import stamp
-from sinks.base import Sink
-from sources.base import Source, SourceContext
+from sources.base import SourceContext
 
 log = structlog.get_logger(__name__)
 
@@ -138,55 +135,7 @@ async def _probe(check: object, enabled: bool, what: str) -> tuple[str, bool]:
 
 
 async def preview(loaded: LoadedConfig, only: Sequence[str] | None, limit: int) -> int:
-    config = loaded.config
-    rules = loaded.rules
-    unknown = [name for name in only or () if name not in config.sources]
-    if unknown:
-        print(f"no source named {', '.join(unknown)} (sources: {', '.join(sorted(config.sources))})")
-        return 2
-    by_source: dict[str, list[CompiledRule]] = defaultdict(list)
-    for rule in rules:
-        for name in rule.sources:
-            by_source[name].append(rule)
-    async with make_client(8) as client:
-        sinks = build_sinks(loaded, client)
-        sources = build_sources(loaded, _offline_context(loaded), only)
-        for name, source in sources.items():
-            records = await asyncio.to_thread(_first, source, limit)
-            print(f"== source {name}: {len(records)} record(s) shown (limit {limit})")
-            for record in records:
-                print(_preview_record(record, by_source[name], sinks))
-    return 0
-
-
-def _first(source: Source, limit: int) -> list[Record]:
-    return list(itertools.islice(source.preview(), limit))
-
-
-def _preview_record(record: Record, rules: list[CompiledRule], sinks: Mapping[str, Sink]) -> str:
-    where = record.where or record.origin
-    if record.problem:
-        return f"{where}: would fail: {record.problem}"
-    if record.status and record.status.strip().lower() != "resend":
-        return f"{where}: already has a status, left alone: {record.status}"
-    lines: list[str] = []
-    for rule in rules:
-        decision = rule.evaluate(record.row)
-        if decision is None:
-            continue
-        if decision.problem or decision.to is None or decision.text is None:
-            lines.append(f"{where}: rule {rule.name}: would fail: {decision.problem}")
-            continue
-        info = count_segments(decision.text)
-        sink = sinks.get(rule.sink)
-        recipient = sink.recipient(decision.to) if sink is not None else decision.to
-        price = sink.cost(decision.text) if sink is not None else None
-        cost = f", {price}" if price is not None else ""
-        lines.append(
-            f"{where}: rule {rule.name} -> {rule.sink} to {recipient}: {decision.text!r}\n"
-            f"    {info.segments} segment(s) {info.encoding}, {info.characters} characters{cost}"
-        )
-    return "\n".join(lines) if lines else f"{where}: no rule applies"
+    return await show_preview(loaded, only, limit, _offline_context(loaded))
 
 
 async def status(loaded: LoadedConfig, recent: int) -> int:

@@ -29,14 +29,17 @@ class PolicyStep:
     def policies(self, rule: str) -> list[Policy]:
         return self._by_rule.get(rule, [])
 
+    def verdict(self, rule: str, sink: str, decision: Decision, now: float) -> tuple[Verdict, float]:
+        """What the policies say of a rendered message (and when it is due)."""
+        meta = {} if decision.send_at is None else {SEND_AT: decision.send_at}
+        candidate = Candidate(rule, sink, decision.to or "", decision.text or "", meta=meta)
+        return decide(self._by_rule.get(rule, ()), candidate, now)
+
     def admit(self, claim: Claim, decision: Decision, now: float) -> Claim:
         """The claim as the policies have it: sent now, waiting, skipped or failed."""
-        policies = self._by_rule.get(claim.rule)
-        if not policies or claim.failed is not None:
+        if not self._by_rule.get(claim.rule) or claim.failed is not None:
             return claim
-        meta = {} if decision.send_at is None else {SEND_AT: decision.send_at}
-        candidate = Candidate(claim.rule, claim.sink, claim.recipient, claim.text, meta=meta)
-        verdict, due = decide(policies, candidate, now)
+        verdict, due = self.verdict(claim.rule, claim.sink, decision, now)
         if verdict.act is Act.FAIL:
             return dataclasses.replace(claim, failed=verdict.reason)
         if verdict.act is Act.SKIP:

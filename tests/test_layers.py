@@ -53,6 +53,7 @@ APPLICATION = (
     "connector.openapi",
     "connector.policy_step",
     "connector.optouts",
+    "connector.preview",
 )
 CORE = "connector"
 PLUGIN_PACKAGES = ("sources", "sinks", "policies")

@@ -257,3 +257,27 @@ def test_a_frequency_cap_counts_what_every_rule_sent(tmp_path: Path) -> None:
     assert [s.split()[0] for s in rows] == ["sent", "skipped:", "skipped:", "sent"], rows
     assert rows[1] == "skipped: frequency cap (2 per 24h)" and found
     assert [m["to"] for m in emulator.accepted].count("+40740000001") == 2  # the reminder, one offer
+
+
+def test_preview_shows_each_policys_verdict_and_the_budget_left(tmp_path: Path) -> None:
+    budget_config(
+        tmp_path,
+        "http://127.0.0.1:9",
+        100,
+        "    send_at: \"{{ row['When'] }}\"\n    max_per_recipient: 3/24h\n",
+    )
+    connector("optout", "add", "+40740000003", cwd=tmp_path)
+    later = time.time() + 3600
+    drop(
+        tmp_path,
+        [("0740000001", iso(time.time() - 5)), ("0740000002", iso(later)), ("0740000003", iso(later))],
+    )
+    shown = connector("preview", "-c", "config.yaml", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    out = shown.stdout
+    assert (
+        "would send now (at most 3 per 24h to this number; costs 1 of the 100 a day, 100 left today)" in out
+    )
+    assert f"would wait: scheduled for {iso(later)}" in out
+    assert "would skip: opted out" in out
+    assert not (tmp_path / "inbox" / "processed" / "a.results.csv").exists()  # nothing moved or written

@@ -1,0 +1,128 @@
+"""`connector preview`: per record, the rule, the recipient, the text, its segments and cost, and what
+the send policies would do with it now (send, wait until, skip, fail), with the cost against what
+is left of the sink's budget today. Sends nothing, writes nothing, moves no file: the ledger is only
+read (its opt-out list, today's spend), and only if it exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from connector.config_loader import LoadedConfig
+from connector.events import Record
+from connector.http import make_client
+from connector.ledger import SqlLedger, open_ledger, sqlite_path
+from connector.optouts import OptOuts
+from connector.policy import Budget, PolicyContext
+from connector.policy_step import PolicyStep
+from connector.rules import CompiledRule
+from connector.runtime import budgets_of, build_sinks, build_sources
+from connector.segments import count_segments
+from policies.budget import day_of
+from sinks.base import Sink
+from sources.base import Source, SourceContext
+
+
+@dataclass(frozen=True)
+class _Spend:
+    budgets: Mapping[str, Budget]
+    spent: Mapping[str, int]  # today, by sink
+
+
+async def preview(
+    loaded: LoadedConfig, only: Sequence[str] | None, limit: int, context: SourceContext
+) -> int:
+    config = loaded.config
+    unknown = [name for name in only or () if name not in config.sources]
+    if unknown:
+        print(f"no source named {', '.join(unknown)} (sources: {', '.join(sorted(config.sources))})")
+        return 2
+    by_source: dict[str, list[CompiledRule]] = defaultdict(list)
+    for rule in loaded.rules:
+        for name in rule.sources:
+            by_source[name].append(rule)
+    now = time.time()
+    async with make_client(8) as client:
+        sinks = build_sinks(loaded, client)
+        optouts = OptOuts(config.suppress, loaded.base_dir)
+        spend = _Spend(budgets_of(loaded, sinks), {})
+        ledger = await _existing_ledger(loaded)
+        try:
+            await optouts.refresh(ledger)
+            if ledger is not None and spend.budgets:
+                spend = _Spend(spend.budgets, await ledger.spent(day_of(now, config.timezone)[0]))
+        finally:
+            if ledger is not None:
+                await ledger.close()
+        step = PolicyStep(loaded.rules, PolicyContext(config.timezone, optouts, spend.budgets))
+        for name, source in build_sources(loaded, context, only).items():
+            records = await asyncio.to_thread(_first, source, limit)
+            print(f"== source {name}: {len(records)} record(s) shown (limit {limit})")
+            for record in records:
+                print(_preview_record(record, by_source[name], sinks, step, spend, now))
+    return 0
+
+
+async def _existing_ledger(loaded: LoadedConfig) -> SqlLedger | None:
+    """The ledger, if there is one to read (previewing creates no SQLite file)."""
+    path = sqlite_path(loaded.config.state, loaded.base_dir)
+    if path is not None and not await asyncio.to_thread(path.exists):
+        return None
+    return await open_ledger(loaded.config.state, loaded.base_dir, str(loaded.path))
+
+
+def _first(source: Source, limit: int) -> list[Record]:
+    return list(itertools.islice(source.preview(), limit))
+
+
+def _preview_record(
+    record: Record,
+    rules: list[CompiledRule],
+    sinks: Mapping[str, Sink],
+    step: PolicyStep,
+    spend: _Spend,
+    now: float,
+) -> str:
+    where = record.where or record.origin
+    if record.problem:
+        return f"{where}: would fail: {record.problem}"
+    if record.status and record.status.strip().lower() != "resend":
+        return f"{where}: already has a status, left alone: {record.status}"
+    lines: list[str] = []
+    for rule in rules:
+        decision = rule.evaluate(record.row)
+        if decision is None:
+            continue
+        if decision.problem or decision.to is None or decision.text is None:
+            lines.append(f"{where}: rule {rule.name}: would fail: {decision.problem}")
+            continue
+        info = count_segments(decision.text)
+        sink = sinks.get(rule.sink)
+        recipient = sink.recipient(decision.to) if sink is not None else decision.to
+        price = sink.cost(decision.text) if sink is not None else None
+        cost = f", {price}" if price is not None else ""
+        verdict, _ = step.verdict(rule.name, rule.sink, decision, now)
+        lines.append(
+            f"{where}: rule {rule.name} -> {rule.sink} to {recipient}: {decision.text!r}\n"
+            f"    {info.segments} segment(s) {info.encoding}, {info.characters} characters{cost}\n"
+            f"    {verdict}{_limits(rule, decision.text, spend)}"
+        )
+    return "\n".join(lines) if lines else f"{where}: no rule applies"
+
+
+def _limits(rule: CompiledRule, text: str, spend: _Spend) -> str:
+    """What only the moment it goes can tell: the cap, and the budget left today."""
+    notes = []
+    cap = rule.config.max_per_recipient
+    if cap is not None:
+        notes.append(f"at most {cap.written} to this number")
+    budget = spend.budgets.get(rule.sink)
+    if budget is not None:
+        left = budget.limit - spend.spent.get(rule.sink, 0)
+        notes.append(f"costs {budget.cost(text)} of the {budget.limit} a day, {left} left today")
+    return f" ({'; '.join(notes)})" if notes else ""
