@@ -6,6 +6,7 @@ into gauges, so totals survive restarts and include what other processes did.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -13,6 +14,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from connector.events import Outcome
 from connector.ledger import Ledger
+from connector.policy import PolicyContext
+from policies.budget import day_of
 from sinks.base import Sink
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -65,6 +68,18 @@ class Metrics:
             ["hold"],
             registry=self.registry,
         )
+        self.budget = Gauge(
+            "connector_budget_daily_limit",
+            "A sink's daily_budget, in its own unit (RO credits, PK SMS segments).",
+            ["sink"],
+            registry=self.registry,
+        )
+        self.spent = Gauge(
+            "connector_budget_spent_today",
+            "What a sink has spent of its budget today (the day in the config's timezone).",
+            ["sink"],
+            registry=self.registry,
+        )
         self.sink_paused = Gauge(
             "connector_sink_paused",
             "1 while the sink is paused (account problem).",
@@ -84,13 +99,20 @@ class Metrics:
         if records:
             self.received.labels(source).inc(records)
 
-    async def render(self, ledger: Ledger, sinks: Mapping[str, Sink]) -> bytes:
+    async def render(
+        self, ledger: Ledger, sinks: Mapping[str, Sink], context: PolicyContext | None = None
+    ) -> bytes:
         counts = await ledger.counts()
         self.ledger_entries.clear()  # a (source, rule) gone from the ledger must not linger
         for row in counts:
             self.ledger_entries.labels(row.source, row.rule, row.state.value).set(row.count)
         for name, sink in sinks.items():
             self.sink_paused.labels(name).set(1 if sink.paused else 0)
+        if context is not None and context.budgets:
+            today = await ledger.spent(day_of(time.time(), context.zone)[0])
+            for name, budget in context.budgets.items():
+                self.budget.labels(name).set(budget.limit)
+                self.spent.labels(name).set(today.get(name, 0))
         self.lease_left.set(ledger.lease_left)
         self.holding.clear()
         for hold in ledger.held:

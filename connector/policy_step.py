@@ -22,7 +22,7 @@ _STATE_OF = {Act.WAIT: State.PENDING, Act.SKIP: State.SKIPPED, Act.FAIL: State.F
 
 class PolicyStep:
     def __init__(self, rules: Sequence[CompiledRule], context: PolicyContext | None = None) -> None:
-        context = context or PolicyContext()
+        self.context = context = context or PolicyContext()
         self._by_rule: dict[str, list[Policy]] = {r.name: policies_for(r.config, context) for r in rules}
         self.on_wait: Callable[[float], None] | None = None  # a message now waits until then
 

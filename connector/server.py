@@ -84,7 +84,9 @@ def build_app(engine: Engine, routes: Sequence[HttpRoute], metrics: Metrics) -> 
         return JSONResponse({"status": "ok", "ledger": "ok", "instance": instance, "sinks": sinks})
 
     async def scrape(request: Request) -> Response:
-        return Response(await metrics.render(ledger, engine.sinks), media_type=CONTENT_TYPE)
+        return Response(
+            await metrics.render(ledger, engine.sinks, engine.policy.context), media_type=CONTENT_TYPE
+        )
 
     document = openapi.document(routes)
 

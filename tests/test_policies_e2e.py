@@ -12,11 +12,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 
 from tests.emulators.robo_ro import RoEmulator
 from tests.emulators.server import EmulatorServer
-from tests.helpers import TOKEN, connector, read_results, start_connector, wait_for
+from tests.helpers import TOKEN, connector, free_port, read_results, start_connector, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -281,3 +282,37 @@ def test_preview_shows_each_policys_verdict_and_the_budget_left(tmp_path: Path) 
     assert f"would wait: scheduled for {iso(later)}" in out
     assert "would skip: opted out" in out
     assert not (tmp_path / "inbox" / "processed" / "a.results.csv").exists()  # nothing moved or written
+
+
+def test_metrics_show_todays_spend_against_each_budget(tmp_path: Path) -> None:
+    port = free_port()
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "config.yaml").write_text(
+        f"""state: sqlite:///connector.db
+server: {{port: {port}}}
+sinks:
+  out: {{type: dry_run, daily_budget: 5}}
+sources:
+  inbox: {{type: csv_folder, path: ./inbox, settle: 0ms}}
+rules:
+  - {{name: hello, source: inbox, to: "{{{{ row['Phone'] }}}}", country: RO, message: hi, sink: out}}
+"""
+    )
+    running = start_connector("run", "-c", "config.yaml", cwd=tmp_path, log=tmp_path / "run.log")
+    try:
+        drop(tmp_path, [("0740000001", ""), ("0740000002", ""), ("0740000003", "")])
+        wait_for(lambda: len(statuses(tmp_path)) == 3, what="the results file")
+
+        def figures() -> dict[str, float]:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            return {
+                line.split()[0]: float(line.split()[1])
+                for line in text.splitlines()
+                if line.startswith("connector_budget_")
+            }
+
+        wait_for(lambda: figures().get('connector_budget_spent_today{sink="out"}') == 3.0, what="the spend")
+        assert figures()['connector_budget_daily_limit{sink="out"}'] == 5.0
+    finally:
+        running.send_signal(signal.SIGTERM)
+        assert running.wait(timeout=30) == 0
