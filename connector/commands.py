@@ -19,6 +19,7 @@ from connector.ledger import Instance, State, open_ledger, sqlite_path
 from connector.ledger import describe as describe_ledger
 from connector.optouts import normalised
 from connector.preview import preview as show_preview
+from connector.rules import RuleConfig
 from connector.runtime import Runtime, build_sinks, build_sources
 from connector.status import stamp
 from sources.base import SourceContext
@@ -96,7 +97,11 @@ async def check(loaded: LoadedConfig, *, online: bool) -> int:
         for name, sink in sinks.items():
             summary, ok = await _probe(sink.check(), online, "credentials")
             failures += not ok
-            lines.append(f"  sink     {name} ({sink.type_name}): {summary}")
+            budget = config.sinks[name].daily_budget
+            lines.append(
+                f"  sink     {name} ({sink.type_name}): {summary}"
+                + (f"; daily budget {budget} (days in {config.timezone})" if budget else "")
+            )
         sources = build_sources(loaded, _offline_context(loaded))
         for name, source in sources.items():
             summary, ok = await _probe(source.check(online=online), True, "source")
@@ -109,9 +114,13 @@ async def check(loaded: LoadedConfig, *, online: bool) -> int:
             + (f", when {cfg.when}" if cfg.when else "")
             + (f", country {cfg.country}" if cfg.country else "")
             + f", dedupe {cfg.dedupe_window / 86400:g}d"
+            + _policies(cfg)
         )
     if not rules:
         lines.append("  rules    none: nothing will be sent")
+    for suppress in config.suppress:
+        column = f" (column {suppress.column})" if suppress.column else ""
+        lines.append(f"  opt-outs {suppress.path}{column}")
     for warning in loaded.warnings:
         lines.append(f"warning: {warning}")
     print("\n".join(lines))
@@ -119,6 +128,24 @@ async def check(loaded: LoadedConfig, *, online: bool) -> int:
         print(f"{failures} source(s)/sink(s) cannot be used", flush=True)
         return 1
     return 0
+
+
+def _policies(cfg: RuleConfig) -> str:
+    """The rule's send policies, as `check` lists them."""
+    said = []
+    if cfg.send_at is not None:
+        offset = f" {cfg.send_offset / 3600:+g}h" if cfg.send_offset else ""
+        said.append(f"at send_at{offset}")
+    if cfg.expire_after is not None:
+        said.append(f"expires {cfg.expire_after / 3600:g}h after due")
+    window = cfg.send_window
+    if window is not None:
+        days = ",".join(("mon", "tue", "wed", "thu", "fri", "sat", "sun")[d] for d in sorted(window.days))
+        zone = f" {window.timezone}" if window.timezone else ""
+        said.append(f"window {days} {window.start:%H:%M}-{window.end:%H:%M}{zone}")
+    if cfg.max_per_recipient is not None:
+        said.append(f"at most {cfg.max_per_recipient.written} per number")
+    return "".join(f", {s}" for s in said)
 
 
 async def _probe(check: object, enabled: bool, what: str) -> tuple[str, bool]:
