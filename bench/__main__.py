@@ -16,6 +16,7 @@ BENCHES = {
     "sheets": "bench.sheets",
     "webhook": "bench.webhook",
     "instances": "bench.instances",
+    "policies": "bench.policies",
 }
 
 

@@ -99,9 +99,10 @@ class Engine:
 
     async def process(self, records: Sequence[Record]) -> list[str | None]:
         """Rules, ledger and sends for a batch; one status per record once all are settled."""
+        judged = time.time()  # the policies judge the claims now: the sends that follow need no second look
         statuses, slots, plan, _ = await self._claim_records(records)
         if plan:
-            await asyncio.gather(*(self._send(sink, pairs) for sink, pairs in plan.items()))
+            await asyncio.gather(*(self._send(sink, pairs, judged) for sink, pairs in plan.items()))
         by_record: dict[int, list[_Slot]] = defaultdict(list)
         for slot in slots:
             by_record[slot.record].append(slot)
@@ -253,19 +254,22 @@ class Engine:
         self._inflight.add(entry.key)
         return True
 
-    async def _send(self, sink_name: str, pairs: list[tuple[_Slot, Entry]]) -> None:
+    async def _send(self, sink_name: str, pairs: list[tuple[_Slot, Entry]], judged: float) -> None:
         entries = [entry for _, entry in pairs]
-        finished = await self._send_reserved(sink_name, entries)
+        finished = await self._send_reserved(sink_name, entries, judged)
         for (slot, _), entry in zip(pairs, finished, strict=True):
             slot.status = of_entry(entry)
             slot.entry = entry
 
-    async def _send_reserved(self, sink_name: str, entries: Sequence[Entry]) -> list[Entry]:
-        """Send entries this process reserved in `_inflight`; answer each as it now stands."""
+    async def _send_reserved(
+        self, sink_name: str, entries: Sequence[Entry], judged: float | None = None
+    ) -> list[Entry]:
+        """Send entries this process reserved in `_inflight`; answer each as it now stands.
+        `judged`: when this process's policies judged them (their claim), if it did."""
         keys = [e.key for e in entries]
         try:
             now = time.time()
-            going, held = self.policy.recheck(entries, now)
+            going, held = self.policy.recheck(entries, now, judged)
             if gates := self.policy.gates(going, now):  # caps, budgets: the ledger's to check, at once
                 going, refused = self.policy.refused(going, await self.ledger.admit(gates))
                 held += refused

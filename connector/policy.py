@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo
@@ -146,22 +146,35 @@ class PolicyFactory(Protocol):
 _ROUNDS = 4  # a wait may end inside another's quiet time: look again at the new time, a few times
 
 
-def decide(policies: Sequence[Policy], candidate: Candidate, now: float) -> tuple[Verdict, float]:
+def decide(
+    policies: Sequence[Policy],
+    candidate: Candidate,
+    now: float,
+    schedulers: Sequence[Scheduling] | None = None,
+) -> tuple[Verdict, float]:
     """The combined verdict for a message, and when it is due. A candidate with `due_at` (kept by
-    the ledger) is checked again as it is: its due time is not worked out a second time."""
+    the ledger) is checked again as it is: its due time is not worked out a second time.
+    `schedulers`: those of `policies` that schedule, when the caller knows them already (asking
+    a runtime-checkable Protocol for each message cost more than the policies themselves)."""
     due = candidate.due_at
     if due is None:
         due = now
-        for policy in policies:
-            if isinstance(policy, Scheduling):
-                try:
-                    due = policy.due(candidate, now)
-                except ValueError as exc:
-                    return fail(str(exc)), now
-        candidate = replace(candidate, due_at=due)
+        if schedulers is None:
+            schedulers = [p for p in policies if isinstance(p, Scheduling)]
+        for policy in schedulers:
+            try:
+                due = policy.due(candidate, now)
+            except ValueError as exc:
+                return fail(str(exc)), now
+        c = candidate  # built outright: dataclasses.replace costs more than the checks themselves
+        candidate = Candidate(c.rule, c.sink, c.to, c.text, c.row, due, c.meta)
+    verdicts = [policy.check(candidate, now) for policy in policies]
+    if all(v is SEND for v in verdicts):  # nearly every message: nothing to combine
+        return SEND, due
     at, reason = now, ""
-    for _ in range(_ROUNDS):
-        verdicts = [policy.check(candidate, at) for policy in policies]
+    for round_ in range(_ROUNDS):
+        if round_:
+            verdicts = [policy.check(candidate, at) for policy in policies]
         strongest = max(verdicts, key=lambda v: v.act, default=SEND)
         if strongest.act >= Act.SKIP and at == now:
             return strongest, due

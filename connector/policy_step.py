@@ -8,22 +8,55 @@ closed, a number may have opted out, it may have expired meanwhile).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 
 from connector.ledger import Claim, Entry, Refusal, State, Transition
-from connector.policy import Act, Candidate, Gate, Gating, Policy, PolicyContext, Verdict, decide
+from connector.policy import (
+    Act,
+    Candidate,
+    Gate,
+    Gating,
+    Policy,
+    PolicyContext,
+    Scheduling,
+    Verdict,
+    decide,
+)
 from connector.rules import CompiledRule, Decision
 from policies import policies_for
 from policies.schedule import SEND_AT
 
+FRESH_S = 1.0  # a claim judged this recently needs no second look before its request
 _STATE_OF = {Act.WAIT: State.PENDING, Act.SKIP: State.SKIPPED, Act.FAIL: State.FAILED}
+
+
+def _as(
+    c: Claim,
+    *,
+    failed: str | None = None,
+    skipped: str | None = None,
+    due_at: float | None = None,
+    not_before: float | None = None,
+    waiting: str = "",
+) -> Claim:
+    # Built outright: dataclasses.replace, once a message, cost more than the policies' checks.
+    return Claim(
+        c.key, c.source, c.rule, c.sink, c.origin, c.recipient, c.text, c.expires_at, c.force,
+        failed or c.failed, skipped, due_at, not_before, waiting,
+    )  # fmt: skip
 
 
 class PolicyStep:
     def __init__(self, rules: Sequence[CompiledRule], context: PolicyContext | None = None) -> None:
         self.context = context = context or PolicyContext()
         self._by_rule: dict[str, list[Policy]] = {r.name: policies_for(r.config, context) for r in rules}
+        # Sorted once: which policies schedule and which need the ledger, per rule.
+        self._scheduling = {
+            name: [p for p in found if isinstance(p, Scheduling)] for name, found in self._by_rule.items()
+        }
+        self._gating = {
+            name: [p for p in found if isinstance(p, Gating)] for name, found in self._by_rule.items()
+        }
         self.on_wait: Callable[[float], None] | None = None  # a message now waits until then
 
     def policies(self, rule: str) -> list[Policy]:
@@ -33,7 +66,7 @@ class PolicyStep:
         """What the policies say of a rendered message (and when it is due)."""
         meta = {} if decision.send_at is None else {SEND_AT: decision.send_at}
         candidate = Candidate(rule, sink, decision.to or "", decision.text or "", meta=meta)
-        return decide(self._by_rule.get(rule, ()), candidate, now)
+        return decide(self._by_rule.get(rule, ()), candidate, now, self._scheduling.get(rule, ()))
 
     def admit(self, claim: Claim, decision: Decision, now: float) -> Claim:
         """The claim as the policies have it: sent now, waiting, skipped or failed."""
@@ -41,16 +74,21 @@ class PolicyStep:
             return claim
         verdict, due = self.verdict(claim.rule, claim.sink, decision, now)
         if verdict.act is Act.FAIL:
-            return dataclasses.replace(claim, failed=verdict.reason)
+            return _as(claim, failed=verdict.reason)
         if verdict.act is Act.SKIP:
-            return dataclasses.replace(claim, skipped=verdict.reason, due_at=due)
+            return _as(claim, skipped=verdict.reason, due_at=due)
         if verdict.act is Act.WAIT:
             self._waits(verdict)
-            return dataclasses.replace(claim, not_before=verdict.until, waiting=verdict.reason, due_at=due)
-        return dataclasses.replace(claim, due_at=due)
+            return _as(claim, not_before=verdict.until, waiting=verdict.reason, due_at=due)
+        return _as(claim, due_at=due)
 
-    def recheck(self, entries: Sequence[Entry], now: float) -> tuple[list[Entry], list[Transition]]:
-        """Right before the requests leave: those still to send, and what becomes of the others."""
+    def recheck(
+        self, entries: Sequence[Entry], now: float, judged: float | None = None
+    ) -> tuple[list[Entry], list[Transition]]:
+        """Right before the requests leave: those still to send, and what becomes of the others.
+        Messages whose claim was judged a moment ago (`judged`: this very batch) are not judged twice."""
+        if judged is not None and judged > now - FRESH_S:
+            return list(entries), []
         going: list[Entry] = []
         held: list[Transition] = []
         for entry in entries:
@@ -60,7 +98,7 @@ class PolicyStep:
                 continue
             due = entry.due_at if entry.due_at is not None else entry.created_at
             candidate = Candidate(entry.rule, entry.sink, entry.recipient, entry.text, due_at=due)
-            verdict, _ = decide(policies, candidate, now)
+            verdict, _ = decide(policies, candidate, now, self._scheduling.get(entry.rule, ()))
             if verdict.act is Act.SEND:
                 going.append(entry)
                 continue
@@ -75,7 +113,7 @@ class PolicyStep:
         """What the ledger must check as these messages go (caps, budgets); none for most rules."""
         gates: list[Gate] = []
         for entry in entries:
-            gating = [p for p in self._by_rule.get(entry.rule, ()) if isinstance(p, Gating)]
+            gating = self._gating.get(entry.rule)
             if not gating:
                 continue
             candidate = Candidate(entry.rule, entry.sink, entry.recipient, entry.text, due_at=entry.due_at)

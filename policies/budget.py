@@ -6,7 +6,6 @@ waits as `pending: daily budget of N reached; resumes <UTC time>` (the next midn
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime, time, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -31,6 +30,7 @@ class BudgetPolicy:
         self.sink = sink
         self.budget = budget
         self.zone = zone
+        self._today = ("", 0.0)  # the day and when it ends: worked out once a day, not per message
 
     @classmethod
     def for_rule(cls, rule: HasSink, context: PolicyContext) -> BudgetPolicy | None:
@@ -41,11 +41,11 @@ class BudgetPolicy:
         return SEND  # only the ledger knows what was spent, right before the request leaves (`gate`)
 
     def gate(self, gate: Gate, candidate: Candidate, now: float) -> Gate:
-        day, resumes = day_of(now, self.zone)
+        day, resumes = self._today
+        if not day or now >= resumes or now < resumes - 86400 * 2:
+            day, resumes = self._today = day_of(now, self.zone)
         cost = self.budget.cost(candidate.text)
-        return dataclasses.replace(
-            gate, sink=self.sink, cost=cost, limit=self.budget.limit, day=day, resumes=resumes
-        )
+        return Gate(gate.key, gate.recipient, gate.cap, self.sink, cost, self.budget.limit, day, resumes)
 
 
 def budget_reason(limit: int, resumes: float) -> str:

@@ -104,10 +104,15 @@ class SendWindow(BaseModel):
 
     def opening(self, at: float, zone: tzinfo) -> float | None:
         """None when `at` is inside the window; else the instant it opens next."""
+        inside, change = self.state(at, zone)
+        return None if inside else change
+
+    def state(self, at: float, zone: tzinfo) -> tuple[bool, float]:
+        """(inside, when that changes): inside until the window closes, or outside until it opens."""
         zone = self.timezone or zone
         today = datetime.fromtimestamp(at, zone).date()
         spans = self.end < self.start
-        soonest: float | None = None
+        soonest = at + _LOOK_AHEAD * 86400.0
         for offset in range(-1, _LOOK_AHEAD):
             day = today + timedelta(days=offset)
             if day.weekday() not in self.days:
@@ -115,10 +120,10 @@ class SendWindow(BaseModel):
             start = _instant(day, self.start, zone)
             end = _instant(day + timedelta(days=1) if spans else day, self.end, zone)
             if start <= at < end:
-                return None
-            if start > at and (soonest is None or start < soonest):
+                return True, end
+            if at < start < soonest:
                 soonest = start
-        return soonest
+        return False, soonest
 
 
 def _instant(day: date, clock: time, zone: tzinfo) -> float:
@@ -136,11 +141,18 @@ class WindowPolicy:
     def __init__(self, window: SendWindow, zone: ZoneInfo) -> None:
         self.window = window
         self.zone = zone
+        # The answer holds for a while (inside until the window closes; outside until it opens):
+        # [from, until) and the opening then (None: inside). Thousands of messages share it.
+        self._known: tuple[float, float, float | None] = (0.0, 0.0, None)
 
     @classmethod
     def for_rule(cls, rule: HasWindow, context: PolicyContext) -> WindowPolicy | None:
         return None if rule.send_window is None else cls(rule.send_window, context.zone)
 
     def check(self, candidate: Candidate, at: float) -> Verdict:
-        opens = self.window.opening(at, self.zone)
+        start, until, opens = self._known
+        if not start <= at < until:
+            inside, until = self.window.state(at, self.zone)
+            opens = None if inside else until
+            self._known = (at, until, opens)
         return SEND if opens is None else wait(opens, f"quiet hours until {utc(opens)}")

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from connector.ledger.base import Refusal, State, Transition
-from connector.ledger.steps import Lock, Now, Program, Rows, Run, RunMany, rows_in, run_in
+from connector.ledger.steps import Lock, Now, Program, Rows, Run, rows_in, run_in
 from connector.policy import Gate, utc
 
 REFUNDED = (State.FAILED, State.PENDING, State.SKIPPED)
@@ -56,12 +56,23 @@ def admit(gates: Sequence[Gate]) -> Program[dict[str, Refusal]]:
             spent[(gate.sink, gate.day)] += charged
         counts[gate.recipient].append(now)
         letting.append((now, charged, gate.day if charged is not None else None, gate.key))
-    if letting:
-        yield RunMany("UPDATE sends SET admitted_at = ?, charged = ?, charged_day = ? WHERE key = ?", letting)
+    for (charged, day), keys in _alike(letting).items():  # one statement for the many that cost the same
+        yield from run_in(
+            "UPDATE sends SET admitted_at = ?, charged = ?, charged_day = ? WHERE key IN ({in})",
+            keys,
+            [now, charged, day],
+        )
     for (sink, day), total in spent.items():
         if total != budgets[(sink, day)]:
             yield Run("UPDATE budgets SET spent = ? WHERE sink = ? AND day = ?", [total, sink, day])
     return refused
+
+
+def _alike(letting: list[tuple[Any, ...]]) -> dict[tuple[int | None, str | None], list[str]]:
+    grouped: dict[tuple[int | None, str | None], list[str]] = defaultdict(list)
+    for _, charged, day, key in letting:
+        grouped[(charged, day)].append(key)
+    return grouped
 
 
 def _refusal(

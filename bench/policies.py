@@ -1,0 +1,158 @@
+"""The send policies' cost on the hot path, and how late a scheduled message leaves (issue 10).
+
+One run measures:
+  1. records/s from a 100,000-row CSV into dry_run (`connector once`, start-up subtracted, as
+     `bench.csv_throughput`), with no policy and with every one configured: a window that includes
+     now, a suppress list of 100,000 numbers, a frequency cap, a budget large enough. Passes
+     alternate, three each, medians compared. Target: with policies at least 90% of without.
+  2. a scheduled message's lateness: `connector run` with a CSV of messages due a few seconds
+     ahead, against the RO emulator; the time from each one's due time to its request at the
+     emulator. Target: under 1 s.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.common import DRY_RUN, ROOT, Timer, config_text, connector, median, ro_mobile, write_orders
+from tests.emulators.robo_ro import RoEmulator
+from tests.emulators.server import EmulatorServer
+
+ROWS = 100_000
+REPEATS = 3
+SCHEDULED = 20
+POLICIES = """    send_window: {days: daily, from: "00:00", to: "23:59"}
+    expire_after: 1d
+    max_per_recipient: 5/24h
+"""
+
+
+def _config(folder: Path, *, policies: bool) -> None:
+    inbox = folder / "inbox"
+    text = config_text(sink=DRY_RUN + ("    daily_budget: 1000000\n" if policies else ""), inbox=inbox)
+    if policies:
+        text = text.replace("sources:", "suppress:\n  - {path: optouts.csv, country: RO}\nsources:", 1)
+        text = text.rstrip() + "\n" + POLICIES
+    (folder / "config.yaml").write_text(text)
+
+
+def _suppress_list(folder: Path) -> None:
+    """100,000 numbers that are not the orders' (the orders' numbers are 0740...; these 0750...)."""
+    with (folder / "optouts.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["Phone"])
+        writer.writerows([f"0750{i:06d}"] for i in range(ROWS))
+
+
+def _pass(policies: bool) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "inbox").mkdir()
+        _config(folder, policies=policies)
+        if policies:
+            _suppress_list(folder)
+        with Timer() as startup:  # the same pass over an empty inbox: imports, ledger, lists
+            connector("once", "-c", "config.yaml", cwd=folder)
+        write_orders(folder / "inbox" / "orders.csv", ROWS)
+        with Timer() as timer:
+            done = connector("once", "-c", "config.yaml", cwd=folder)
+        if done.returncode != 0 or not (folder / "inbox" / "processed" / "orders.results.csv").exists():
+            raise RuntimeError(f"once failed: {done.stderr[-2000:]}")
+        return ROWS / (timer.seconds - startup.seconds)
+
+
+def throughput() -> dict[str, float]:
+    plain: list[float] = []
+    with_policies: list[float] = []
+    for _ in range(REPEATS):
+        plain.append(_pass(policies=False))
+        with_policies.append(_pass(policies=True))
+        print(f"  no policy {plain[-1]:,.0f} records/s, every policy {with_policies[-1]:,.0f}/s", flush=True)
+    ratio = median(with_policies) / median(plain)
+    print(f"  medians: {median(plain):,.0f}/s and {median(with_policies):,.0f}/s: {ratio:.0%} (target 90%)")
+    return {
+        "no_policy_per_s": round(median(plain)),
+        "every_policy_per_s": round(median(with_policies)),
+        "ratio": round(ratio, 2),
+    }
+
+
+def lateness() -> dict[str, float]:
+    emulator = _Clocked(token="bench-token")
+    with EmulatorServer(emulator) as url, tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "inbox").mkdir()
+        sink = f"    type: robo_sms_ro\n    token: bench-token\n    url: {url}/api/sms/\n"
+        text = config_text(sink=sink, inbox=folder / "inbox").replace(
+            "message:", "send_at: \"{{ row['Name'] }}\"\n    message:"
+        )
+        (folder / "config.yaml").write_text(text)
+        log = (folder / "run.log").open("wb")
+        run = subprocess.Popen(
+            [sys.executable, "-m", "connector", "run", "-c", "config.yaml"],
+            cwd=folder,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            time.sleep(2.0)  # started
+            start = int(time.time()) + 3
+            due = {ro_mobile(i): start + i * 0.5 for i in range(SCHEDULED)}
+            with (folder / "inbox" / "x.csv").open("w", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["Order ID", "Name", "Phone", "Status"])
+                for phone, at in due.items():  # `Name` carries the due time, to the second
+                    writer.writerow(["A", _iso(at), phone, "Confirmed"])
+            deadline = time.time() + SCHEDULED * 0.5 + 15
+            while len(emulator.accepted) < SCHEDULED and time.time() < deadline:
+                time.sleep(0.05)
+            arrivals = _arrivals(emulator)
+        finally:
+            run.send_signal(signal.SIGTERM)
+            run.wait(timeout=30)
+            log.close()
+    late = sorted(arrivals[phone] - int(due[phone]) for phone in arrivals)
+    if len(late) < SCHEDULED:
+        raise RuntimeError(f"only {len(late)} of {SCHEDULED} scheduled messages arrived")
+    print(
+        f"  scheduled messages, due time to request: median {median(late) * 1000:.0f} ms, "
+        f"max {late[-1] * 1000:.0f} ms, earliest {late[0] * 1000:+.0f} ms (target under 1 s, never before)"
+    )
+    return {
+        "due_to_request_median_ms": round(median(late) * 1000),
+        "due_to_request_max_ms": round(late[-1] * 1000),
+    }
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(int(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _Clocked(RoEmulator):
+    """The RO emulator, noting when each number's request reached it (the same machine's clock)."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__(token=token)
+        self.arrived: dict[str, float] = {}
+
+    def take(self, number: str, text: str) -> str:
+        self.arrived.setdefault(number.replace("+40", "0"), time.time())
+        return super().take(number, text)
+
+
+def _arrivals(emulator: RoEmulator) -> dict[str, float]:
+    assert isinstance(emulator, _Clocked)
+    return dict(emulator.arrived)
+
+
+def run() -> dict[str, object]:
+    return {"throughput": throughput(), "lateness": lateness()}
