@@ -24,6 +24,7 @@ from connector.ledger import (
     State,
     Transition,
     open_ledger,
+    schema,
 )
 from connector.policy import Cap, Gate
 from tests.ledgers import BACKENDS, lapse, ledger_url, raw_sql
@@ -573,7 +574,7 @@ async def test_a_ledger_of_the_single_process_version_is_migrated(tmp_path: Path
     finally:
         await ledger.close()
     assert raw_sql(f"sqlite:///{tmp_path / 'old.db'}", "SELECT value FROM meta WHERE name = 'schema'") == [
-        ("2",)
+        (str(schema.VERSION),)
     ]
 
 

@@ -20,6 +20,7 @@ from connector.ledger.base import (
     State,
     Transition,
 )
+from connector.ledger.decisions import Decision, Resolution, Step, Verdict
 from connector.ledger.front import DEFAULT_LEASE_S, SqlLedger
 from connector.ledger.sqlite import SqliteLedger, schema_version
 
@@ -29,6 +30,7 @@ __all__ = [
     "ClaimResult",
     "Claimed",
     "Counts",
+    "Decision",
     "Delivery",
     "Entry",
     "Fenced",
@@ -36,9 +38,12 @@ __all__ = [
     "Ledger",
     "LedgerUnavailable",
     "Refusal",
+    "Resolution",
     "SqlLedger",
     "State",
+    "Step",
     "Transition",
+    "Verdict",
     "describe",
     "is_postgres",
     "open_ledger",

@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import structlog
 
 from connector.errors import LedgerUnavailable
+from connector.ledger import decisions, programs
 from connector.ledger import gates as gates_program
-from connector.ledger import programs
 from connector.ledger.base import (
     Claim,
     Claimed,
@@ -36,6 +36,7 @@ from connector.ledger.base import (
 )
 from connector.ledger.batches import Factory, Together
 from connector.ledger.claims import claim as claim_program
+from connector.ledger.decisions import Decision, Resolution, Step
 from connector.ledger.schema import COUNTED_INDEX
 from connector.policy import Gate
 
@@ -242,6 +243,19 @@ class SqlLedger(Ledger, abc.ABC):
 
     async def recent(self, states: Sequence[State], limit: int) -> list[Entry]:
         return await self._read(lambda: programs.recent(states, limit))
+
+    async def history(self, key: str) -> list[Step]:
+        return await self._read(lambda: decisions.history(key))
+
+    async def unknown_keys(
+        self, sources: Sequence[str] = (), rules: Sequence[str] = (), limit: int = 100_000
+    ) -> list[str]:
+        return await self._read(lambda: decisions.unknown_keys(sources, rules, limit))
+
+    async def resolve(self, keys: Sequence[str], decision: Decision) -> list[Resolution]:
+        """A person's decision on these messages (see decisions.py for what is refused)."""
+        me = self.instance_id
+        return await self._write(lambda: decisions.resolve(keys, decision, me)) if keys else []
 
     async def get_note(self, scope: str, key: str) -> str | None:
         return await self._read(lambda: programs.get_note(scope, key))

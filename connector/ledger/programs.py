@@ -119,8 +119,20 @@ def record_all(requests: list[tuple[Sequence[Transition], tuple[str, ...]]]) -> 
                 for t in transitions
             ],
         )
+    # The states worth a look later (a wait and why, an unknown outcome) go to the history too;
+    # a plain `sent` does not, so the common path writes nothing more.
+    noted = [t for transitions, _ in requests for t in transitions if t.state in _NOTED]
+    if noted:
+        yield RunMany(
+            "INSERT INTO history (key, at, state, detail) "
+            "SELECT key, updated_at, state, detail FROM sends WHERE key = ? AND updated_at = ? AND state = ?",
+            [(t.key, now, t.state.value) for t in noted],
+        )
     yield from refund([t for transitions, _ in requests for t in transitions])
     return [now] * len(requests)
+
+
+_NOTED = frozenset({State.PENDING, State.UNKNOWN})
 
 
 _PICK_FREE = (

@@ -10,7 +10,7 @@ from __future__ import annotations
 from connector.errors import LedgerUnavailable
 from connector.ledger.steps import Program, Rows, Run
 
-VERSION = 2
+VERSION = 3
 _CUT_SHORT = "the process stopped while the provider had the request; not resent"
 
 _SENDS = """
@@ -50,6 +50,9 @@ _OPEN_INDEXES = (
     # was sent (few rows: those on their way right now).
     "CREATE INDEX IF NOT EXISTS sends_admitted ON sends (recipient) "
     "WHERE admitted_at IS NOT NULL AND state IN ('pending', 'sending')",
+    # What needs a person, newest first (the status page, `connector status`, `resolve
+    # --all-unknown`): few rows, so cheap to keep, and no page view scans the whole table.
+    "CREATE INDEX IF NOT EXISTS sends_attention ON sends (updated_at) WHERE state IN ('failed', 'unknown')",
 )
 
 # What a frequency cap counts of what was sent, by number and time. Made only when a rule has a
@@ -86,6 +89,17 @@ _REST = (
         added_at DOUBLE PRECISION NOT NULL,
         note     TEXT NOT NULL DEFAULT ''
     )""",
+    # The states a message passed through besides its first and its last (those are in `sends`):
+    # waits with their reasons, an unknown outcome, a person's decision. The common path (claimed,
+    # sent) writes nothing here, so the history costs the hot path nothing.
+    """CREATE TABLE IF NOT EXISTS history (
+        key    TEXT NOT NULL,
+        at     DOUBLE PRECISION NOT NULL,
+        state  TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '',
+        actor  TEXT NOT NULL DEFAULT ''
+    )""",
+    "CREATE INDEX IF NOT EXISTS history_key ON history (key, at)",
     """CREATE TABLE IF NOT EXISTS holds (
         name     TEXT PRIMARY KEY,
         owner    TEXT,
@@ -110,6 +124,8 @@ def migrate() -> Program[int]:
         )
     if version == VERSION:
         return version
+    if version == 0:
+        yield Run(_SENDS)
     if version == 1:  # one process per ledger, no owners: nothing open belongs to a live instance
         for column in (
             "owner TEXT",
@@ -122,8 +138,6 @@ def migrate() -> Program[int]:
             yield Run(f"ALTER TABLE sends ADD COLUMN {column}")
         yield Run("DROP INDEX IF EXISTS sends_pending")
         yield Run("UPDATE sends SET state = 'unknown', detail = ? WHERE state = 'sending'", [_CUT_SHORT])
-    else:
-        yield Run(_SENDS)
     for ddl in _OPEN_INDEXES:
         yield Run(ddl)
     for ddl in _REST:
