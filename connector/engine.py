@@ -338,14 +338,22 @@ class Engine:
             else:
                 busy.append(entry.key)
         await self.ledger.release(busy)  # the next sweep takes them
+        settled = [e for e in await self._send_taken(pending) if e.state is not State.PENDING]
+        if pending:
+            log.info("retried held messages", tried=len(pending), settled=len(settled))
+        return settled
+
+    async def send_claimed(self, entries: Sequence[Entry]) -> list[Entry]:
+        """Send messages this instance has claimed (a `resend` decided by hand) the normal way:
+        policies, gates, fencing, retries. Answers each as it now stands (still pending if held)."""
+        return await self._send_taken([e for e in entries if self._take(e)])
+
+    async def _send_taken(self, pending: Sequence[Entry]) -> list[Entry]:
         by_sink: dict[str, list[Entry]] = defaultdict(list)
         for entry in pending:
             by_sink[entry.sink].append(entry)
         results = await asyncio.gather(*(self._send_reserved(name, group) for name, group in by_sink.items()))
-        settled = [e for group in results for e in group if e.state is not State.PENDING]
-        if pending:
-            log.info("retried held messages", tried=len(pending), settled=len(settled))
-        return settled
+        return [e for group in results for e in group]
 
 
 def _events(count: int, found: Iterable[tuple[_Slot, bool, Entry]]) -> list[list[Event]]:

@@ -207,7 +207,7 @@ class Runtime:
                 if not settled:
                     break
                 total += len(settled)
-                await self._write_back(settled)
+                await self.write_back(settled)
             if self.scheduler is not None and not self.stopping.is_set():
                 self._arm(await self.ledger.next_wake(), again=woken)
             return total
@@ -238,7 +238,8 @@ class Runtime:
         self._wake_at = None
         await self.retry_held(woken=True)
 
-    async def _write_back(self, entries: Sequence[Entry]) -> None:
+    async def write_back(self, entries: Sequence[Entry]) -> None:
+        """Each entry's status to its record's source (a sheet cell, a results file rewritten)."""
         by_source: dict[str, list[StatusUpdate]] = defaultdict(list)
         for entry in entries:
             by_source[entry.source].append(StatusUpdate(entry.origin, of_entry(entry)))
