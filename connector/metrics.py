@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -21,6 +23,27 @@ from sinks.base import Sink
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Provider requests take tens of milliseconds to tens of seconds (read timeouts).
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass
+class ConfigState:
+    """When the running config was loaded, and the last reload refused (for /healthz)."""
+
+    loaded_at: float
+    refused_at: float | None = None
+    refusal: str = ""
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "loaded_at": _iso(self.loaded_at),
+            "last_refusal": None
+            if self.refused_at is None
+            else {"at": _iso(self.refused_at), "problems": self.refusal},
+        }
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class Metrics:
@@ -86,6 +109,23 @@ class Metrics:
             ["sink"],
             registry=self.registry,
         )
+        self.reloads = Counter(
+            "connector_config_reloads",
+            "Config reloads by result: applied, refused (invalid, or needs a restart), unchanged.",
+            ["result"],
+            registry=self.registry,
+        )
+        for result in ("applied", "refused", "unchanged"):
+            self.reloads.labels(result)  # shown at 0 before the first reload
+        self.config = ConfigState(loaded_at=time.time())
+
+    def reloaded(self, result: str, refusal: str = "") -> None:
+        self.reloads.labels(result).inc()
+        now = time.time()
+        if result == "applied":
+            self.config.loaded_at = now
+        elif result == "refused":
+            self.config.refused_at, self.config.refusal = now, refusal
 
     def observe_send(self, sink: str, outcomes: Sequence[Outcome], seconds: float | None) -> None:
         """The engine's SendObserver: one call per provider request (or per held batch)."""
