@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from connector.batch_gate import BatchGate
 from connector.events import Event, Message, Outcome, OutcomeKind, Record
 from connector.ledger import Claim, Claimed, ClaimResult, Delivery, Entry, Ledger, State, Transition
 from connector.policy import PolicyContext
@@ -81,10 +82,8 @@ class Engine:
         self.sinks = sinks
         self.ledger = ledger
         self.policy = PolicyStep(rules, context)
-        self._rules: dict[str, list[CompiledRule]] = defaultdict(list)
-        for rule in rules:
-            for source in rule.sources:
-                self._rules[source].append(rule)
+        self._rules = _by_source(rules)
+        self._gate = BatchGate()
         # Keys being sent by this process. Reserved synchronously, right after the ledger answered,
         # so two paths of this process never send one key; other processes are kept off by the
         # ledger, where each open message has one owner and only the owner can mark it `sending`.
@@ -97,8 +96,24 @@ class Engine:
     def rules_for(self, source: str) -> list[CompiledRule]:
         return self._rules.get(source, [])
 
+    async def reconfigure(
+        self, rules: Sequence[CompiledRule], sinks: Mapping[str, Sink], context: PolicyContext
+    ) -> None:
+        """A reloaded config's rules, sinks and policies, taken between batches: the batches in
+        hand finish as they began (their requests on the old sinks); new ones wait for the swap."""
+        async with self._gate.closed():
+            on_wait = self.policy.on_wait
+            self.policy = PolicyStep(rules, context)
+            self.policy.on_wait = on_wait
+            self._rules = _by_source(rules)
+            self.sinks = sinks
+
     async def process(self, records: Sequence[Record]) -> list[str | None]:
         """Rules, ledger and sends for a batch; one status per record once all are settled."""
+        async with self._gate.batch():
+            return await self._process(records)
+
+    async def _process(self, records: Sequence[Record]) -> list[str | None]:
         judged = time.time()  # the policies judge the claims now: the sends that follow need no second look
         statuses, slots, plan, _ = await self._claim_records(records)
         if plan:
@@ -118,7 +133,8 @@ class Engine:
         never doubled. A delivery recorded before is answered as it was the first time, and only
         what it left pending with no live owner is sent.
         """
-        _, _, plan, claimed = await self._claim_records(records, note)
+        async with self._gate.batch():
+            _, _, plan, claimed = await self._claim_records(records, note)
         refused = []
         for sink, pairs in plan.items():
             rows = tuple(_row(entry) for _, entry in pairs)
@@ -147,14 +163,18 @@ class Engine:
         await self._leave_pending(left)
         return sum(len(rows) for rows in left)
 
-    async def _leave_pending(self, queued: Sequence[tuple[_Row, ...]]) -> None:
+    async def _leave_pending(self, queued: Sequence[tuple[_Row, ...]], why: str = STOPPED) -> None:
         left = [(row[0], row[10]) for rows in queued for row in rows]  # (key, created_at)
         self._inflight.difference_update(key for key, _ in left)
         if left:
-            await self.ledger.record([Transition(key, State.PENDING, STOPPED, at) for key, at in left])
+            await self.ledger.record([Transition(key, State.PENDING, why, at) for key, at in left])
 
     async def _send_queued(self, sink_name: str, rows: tuple[_Row, ...]) -> None:
-        await self._send_reserved(sink_name, [_entry(row) for row in rows])
+        async with self._gate.batch():
+            if sink_name not in self.sinks:  # a reload took the sink away: wait for it to come back
+                await self._leave_pending([rows], f"sink {sink_name} is no longer in the config")
+                return
+            await self._send_reserved(sink_name, [_entry(row) for row in rows])
 
     async def _claim_records(
         self, records: Sequence[Record], note: DeliveryNote | None = None
@@ -329,6 +349,10 @@ class Engine:
         """Held messages whose sink is not paused, sent again: this instance's own that no path of
         it has in hand, and (`unowned`: the one instance that sweeps) those nobody owns. Answers
         the entries that settled."""
+        async with self._gate.batch():
+            return await self._retry_pending(limit, unowned=unowned)
+
+    async def _retry_pending(self, limit: int, *, unowned: bool) -> list[Entry]:
         ready = [name for name, sink in self.sinks.items() if not sink.paused]
         pending = [e for e in await self.ledger.idle_pending(ready, limit, IDLE_OWN_S) if self._take(e)]
         busy: list[str] = []  # released a moment ago by a path of this process still finishing
@@ -346,7 +370,8 @@ class Engine:
     async def send_claimed(self, entries: Sequence[Entry]) -> list[Entry]:
         """Send messages this instance has claimed (a `resend` decided by hand) the normal way:
         policies, gates, fencing, retries. Answers each as it now stands (still pending if held)."""
-        return await self._send_taken([e for e in entries if self._take(e)])
+        async with self._gate.batch():
+            return await self._send_taken([e for e in entries if self._take(e) and e.sink in self.sinks])
 
     async def _send_taken(self, pending: Sequence[Entry]) -> list[Entry]:
         by_sink: dict[str, list[Entry]] = defaultdict(list)
@@ -354,6 +379,14 @@ class Engine:
             by_sink[entry.sink].append(entry)
         results = await asyncio.gather(*(self._send_reserved(name, group) for name, group in by_sink.items()))
         return [e for group in results for e in group]
+
+
+def _by_source(rules: Sequence[CompiledRule]) -> dict[str, list[CompiledRule]]:
+    by_source: dict[str, list[CompiledRule]] = defaultdict(list)
+    for rule in rules:
+        for source in rule.sources:
+            by_source[source].append(rule)
+    return by_source
 
 
 def _events(count: int, found: Iterable[tuple[_Slot, bool, Entry]]) -> list[list[Event]]:
