@@ -23,6 +23,12 @@ class ServerConfig(BaseModel):
     model_config = STRICT
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    token: str | None = Field(
+        default=None,
+        min_length=1,
+        description="When set, everything but /healthz and webhook paths needs `Authorization: Bearer "
+        "<token>` (the status page also takes HTTP Basic with it as the password); e.g. ${CONNECTOR_TOKEN}.",
+    )
 
 
 class InstanceConfig(BaseModel):
@@ -63,7 +69,7 @@ class ConnectorConfig(BaseModel):
     rules: list[RuleConfig] = Field(default_factory=list)
 
     def secrets(self) -> list[str]:
-        found: list[str] = []
+        found: list[str] = [self.server.token] if self.server.token else []
         password = urlsplit(self.state).password  # postgresql://user:password@host/db
         if password:
             found += [password, quote(password, safe="")]

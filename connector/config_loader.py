@@ -9,6 +9,7 @@ pydantic stops at field errors elsewhere; with a valid file, the rules are compi
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -28,6 +29,7 @@ from connector.rules import CompiledRule, RuleSyntaxError, compile_rule, text_pr
 from sources.webhook import WebhookConfig
 
 CONFIG_ENV = "CONNECTOR_CONFIG"
+MIN_TOKEN_CHARS = 16  # server.token: shorter ones are worth guessing
 DEFAULT_CONFIG = "config.yaml"
 
 
@@ -336,4 +338,29 @@ def _warnings(config: ConnectorConfig, doc: _Document) -> list[ConfigProblem]:
                     f"accepts unauthenticated requests: anyone who can reach {source.path} can send SMS",
                 )
             )
+    server = config.server
+    if server.token is None and not _loopback(server.host):
+        found.append(
+            doc.problem(
+                ("server", "host"),
+                f"listens on {server.host} without `server.token`: anyone who can reach it reads the "
+                "status page, /events, /metrics (set `token: ${CONNECTOR_TOKEN}` under `server`)",
+            )
+        )
+    elif server.token is not None and len(server.token) < MIN_TOKEN_CHARS:
+        found.append(
+            doc.problem(
+                ("server", "token"),
+                f"is {len(server.token)} characters long: use {MIN_TOKEN_CHARS} or more random ones",
+            )
+        )
     return found
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False

@@ -28,6 +28,7 @@ from connector.http import make_client
 from connector.ledger import Entry, SqlLedger, open_ledger
 from connector.metrics import Metrics
 from connector.optouts import OptOuts
+from connector.page import StatusPage
 from connector.policy import Budget, PolicyContext
 from connector.server import HttpServer, build_app
 from connector.status import of_entry
@@ -318,7 +319,9 @@ class Runtime:
         self.engine.observer = self.metrics.observe_send  # counted only where /metrics shows them
         routes = [route for source in self.sources.values() for route in source.routes()]
         config = self.loaded.config.server
-        server = HttpServer(build_app(self.engine, routes, self.metrics), config.host, config.port)
+        page = StatusPage(self.ledger, self.engine, lambda: self.sources)  # the sources of a reload too
+        app = build_app(self.engine, routes, self.metrics, page, config.token)
+        server = HttpServer(app, config.host, config.port)
         await server.start()
         return server
 

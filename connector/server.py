@@ -1,13 +1,15 @@
 """The HTTP server of `connector run`: the plug-ins' routes (webhook intake), event status, health,
-metrics, OpenAPI.
+metrics, OpenAPI, and the status page for people (connector/page).
 
 One Starlette app served by uvicorn in the runtime's own event loop. uvicorn is kept away from
 the signals (the runtime owns SIGINT/SIGTERM) and from logging set-up (records go to the root
 logger, which structlog renders). Every error answer has one shape: {"error": code, "detail": text}.
 
-`GET /events/{id}` needs no credentials: ids are 128-bit digests handed out only in 202 answers,
-and the answer never holds the message text or the full number (all but the last 3 digits are
-masked). The default bind address is loopback; put a proxy in front before exposing more.
+Without `server.token`, `GET /events/{id}` needs no credentials: ids are 128-bit digests handed out
+only in 202 answers, and the answer never holds the message text or the full number (all but the
+last 3 digits are masked). With it, everything but /healthz and the webhook paths needs the token
+(connector/access.py). The default bind address is loopback; `check` warns about any other without
+a token.
 """
 
 from __future__ import annotations
@@ -28,10 +30,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connector import openapi
+from connector.access import TokenGate
 from connector.engine import Engine
 from connector.errors import ConnectorError
 from connector.ledger import Entry
+from connector.masking import mask_number, masked_reason
 from connector.metrics import CONTENT_TYPE, Metrics
+from connector.page import StatusPage, is_page
 from connector.web import HttpRoute, error
 from sinks.base import Sink
 
@@ -44,8 +49,15 @@ GRACEFUL_STOP_S = 5.0  # requests in flight when the server closes (after the se
 PING_TIMEOUT_S = 2.0  # a ledger slower than this to answer is unhealthy for a load balancer
 
 
-def build_app(engine: Engine, routes: Sequence[HttpRoute], metrics: Metrics) -> Starlette:
-    """The server's own endpoints (events, health, metrics, OpenAPI) and the plug-ins' `routes`."""
+def build_app(
+    engine: Engine,
+    routes: Sequence[HttpRoute],
+    metrics: Metrics,
+    page: StatusPage | None = None,
+    token: str | None = None,
+) -> Starlette:
+    """The server's own endpoints (events, health, metrics, OpenAPI, the status `page`) and the
+    plug-ins' `routes`; with a `token`, only /healthz and the plug-ins' routes go without it."""
     ledger = engine.ledger
     paths = [route.path for route in routes]
     if len(set(paths)) != len(paths):
@@ -88,7 +100,7 @@ def build_app(engine: Engine, routes: Sequence[HttpRoute], metrics: Metrics) -> 
             await metrics.render(ledger, engine.sinks, engine.policy.context), media_type=CONTENT_TYPE
         )
 
-    document = openapi.document(routes)
+    document = openapi.document(routes, token=token is not None, page=page is not None)
 
     async def spec(request: Request) -> Response:
         return JSONResponse(document)
@@ -100,8 +112,14 @@ def build_app(engine: Engine, routes: Sequence[HttpRoute], metrics: Metrics) -> 
         Route("/metrics", scrape, methods=["GET"]),
         Route("/openapi.json", spec, methods=["GET"]),
     ]
+    if page is not None:
+        mounted += page.routes()
     handlers = {HTTPException: _http_error, Exception: _server_error}
-    return Starlette(routes=mounted, exception_handlers=handlers)
+    app = Starlette(routes=mounted, exception_handlers=handlers)
+    app.state.page = page  # closed with the server (a count it may be running)
+    if token is not None:
+        app.add_middleware(TokenGate, token=token, open_paths={"/healthz", *paths}, is_page=is_page)
+    return app
 
 
 def _sink_state(sink: Sink) -> dict[str, str]:
@@ -122,34 +140,16 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 
 
 def _event(entry: Entry) -> dict[str, Any]:
-    masked = mask_number(entry.recipient)
-    reason = entry.detail
-    for shown in {entry.recipient, entry.recipient.lstrip("+")} - {""}:
-        reason = reason.replace(shown, masked)
     return {
         "id": entry.key,
         "state": entry.state.value,
-        "reason": reason,
+        "reason": masked_reason(entry.detail, entry.recipient),
         "rule": entry.rule,
         "source": entry.source,
         "sink": entry.sink,
-        "to": masked,
+        "to": mask_number(entry.recipient),
         "updated_at": datetime.fromtimestamp(entry.updated_at, UTC).isoformat().replace("+00:00", "Z"),
     }
-
-
-def mask_number(number: str) -> str:
-    """All but the last 3 digits hidden: enough for a person to tell two numbers apart."""
-    digits = sum(c.isdigit() for c in number)
-    seen = 0
-    out: list[str] = []
-    for char in number:
-        if char.isdigit():
-            seen += 1
-            out.append(char if seen > digits - 3 else "*")
-        else:
-            out.append(char)
-    return "".join(out)
 
 
 class _Uvicorn(uvicorn.Server):
@@ -201,6 +201,9 @@ class HttpServer:
         self._server.should_exit = True
         await self._task
         self._server = None
+        page = getattr(self.app.state, "page", None)
+        if page is not None:
+            await page.close()
         log.info("http server stopped")
 
 

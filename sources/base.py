@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,7 +78,8 @@ class Holds(Protocol):
 
     `hold` answers an epoch (it grows at every change of holder) or None while another live
     instance has it; a hold lapses with its holder's lease, so check `holding` before acting on
-    what was taken a while ago (moving a file, writing a sheet)."""
+    what was taken a while ago (moving a file, writing a sheet). Names are `KIND:SOURCE[:WHAT]`
+    (`csv:erp:orders.csv`, `sheet:orders`): the status page shows each under its source."""
 
     async def hold(self, name: str) -> int | None: ...
     async def holding(self, name: str, epoch: int) -> bool: ...
@@ -95,6 +97,23 @@ class Alone:
 
     async def let_go(self, name: str) -> None:
         return None
+
+
+@dataclass(slots=True)
+class Activity:
+    """What a source did last and its last error, as this process saw them (the status page).
+    A source says so in a line where it happens: a file taken, a poll, a delivery."""
+
+    last: str = ""
+    last_at: float | None = None
+    error: str = ""
+    error_at: float | None = None
+
+    def did(self, what: str) -> None:
+        self.last, self.last_at = what, time.time()
+
+    def failed(self, error: str) -> None:
+        self.error, self.error_at = error, time.time()
 
 
 @dataclass(slots=True)
@@ -119,6 +138,7 @@ class Source(Plugin, abc.ABC):
         self.name = name
         self.config = config
         self.ctx = ctx
+        self.activity = Activity()
 
     @abc.abstractmethod
     async def run(self) -> None:

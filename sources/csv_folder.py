@@ -317,6 +317,7 @@ class CsvFolderSource(Source):
             rows=layout.data_rows,
             results=str(results.relative_to(self.folder)),
         )
+        self.activity.did(f"took {path.name}: {layout.data_rows} row(s)")
         await self.updates.finished(file_id, fmt)
 
     def _part(self, results: Path, epoch: int) -> Path:
@@ -330,6 +331,7 @@ class CsvFolderSource(Source):
 
     def _fail(self, path: Path, reason: str) -> None:
         """Move to failed/ beside its reason; if even that is impossible, say so once, wait for a change."""
+        self.activity.failed(f"{path.name}: {reason}")
         original, note = free_names(self.failed, path.name, reason_name)
         try:
             st = path.stat()

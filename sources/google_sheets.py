@@ -203,6 +203,7 @@ class GoogleSheetsSource(Source):
         try:
             await self.poll()
         except SourceError as e:
+            self.activity.failed(f"poll failed: {e}")
             log.error("sheet poll failed; statuses wait in the ledger", source=self.name, error=str(e))
         except Exception:
             log.exception("sheet poll failed; statuses wait in the ledger", source=self.name)
@@ -228,6 +229,7 @@ class GoogleSheetsSource(Source):
             if epoch is None:
                 return 0
             table = await self._blocking(self._read_table)
+            self.activity.did(f"polled: {len(table.due)} row(s) due")
             if table.due:
                 await self._known_resends(table)
             records = [row.record for row in table.due]

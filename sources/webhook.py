@@ -36,7 +36,7 @@ from sources.webhook_http import operation, route
 
 log = structlog.get_logger(__name__)
 
-RESERVED_PATHS = ("/healthz", "/metrics", "/events", "/openapi.json")
+RESERVED_PATHS = ("/healthz", "/metrics", "/events", "/openapi.json", "/records", "/")
 
 
 class WebhookConfig(SourceConfigBase):
@@ -148,6 +148,7 @@ class WebhookSource(Source):
             self._check(headers, body)
         except Refused as exc:
             log.warning("webhook refused", source=self.name, status=exc.status, reason=exc.reason)
+            self.activity.failed(f"refused a delivery: {exc.reason}")
             error = "unauthorized" if exc.status == 401 else "bad_request"
             headers_out = {"www-authenticate": "Bearer"} if self.config.token is not None else {}
             return Reply(exc.status, {"error": error, "detail": exc.reason}, headers=headers_out)
@@ -186,6 +187,7 @@ class WebhookSource(Source):
             log.info("repeated delivery answered from the first", source=self.name, delivery=delivery)
             return Reply(int(first["status"]), first["body"], replayed=True)
         log.info("webhook accepted", source=self.name, delivery=delivery, records=len(records))
+        self.activity.did(f"took {len(records)} record(s), delivery {delivery}")
         return Reply(202, made[-1], len(records))
 
     def records(self, delivery: str, payload: dict[str, Any]) -> list[Record]:

@@ -197,7 +197,7 @@ ERROR_CASES: list[tuple[str, str, list[str]]] = [
     (
         "unknown key with nothing close lists the allowed ones",
         "server: {host: localhost, colour: blue}\n",
-        ["config.yaml:1 server.colour: unknown key (allowed: host, port)"],
+        ["config.yaml:1 server.colour: unknown key (allowed: host, port, token)"],
     ),
     (
         "unknown top-level key",

@@ -151,6 +151,8 @@ async def test_openapi_describes_every_endpoint(served: Served) -> None:
         "/events/{id}",
         "/healthz",
         "/metrics",
+        "/",
+        "/records/{id}",
     }
     open_hook = document["paths"]["/hooks/open"]["post"]
     assert open_hook["requestBody"]["content"]["application/json"]["schema"]["required"] == ["orders"]

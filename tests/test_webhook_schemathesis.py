@@ -73,7 +73,8 @@ def _document() -> dict[str, Any]:
         loaded = load_config(path)
         ctx = SourceContext(_no_processing, MemoryNotes(), loaded.base_dir, asyncio.Event())
         sources = build_sources(loaded, ctx)
-    return openapi.document([route for source in sources.values() for route in source.routes()])
+    routes = [route for source in sources.values() for route in source.routes()]
+    return openapi.document(routes, page=True)  # the status page is fuzzed too
 
 
 async def _no_processing(records: object) -> list[str | None]:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import structlog
 
 from connector.errors import LedgerUnavailable
-from connector.ledger import decisions, programs
+from connector.ledger import decisions, programs, views
 from connector.ledger import gates as gates_program
 from connector.ledger.base import (
     Claim,
@@ -246,6 +246,26 @@ class SqlLedger(Ledger, abc.ABC):
 
     async def history(self, key: str) -> list[Step]:
         return await self._read(lambda: decisions.history(key))
+
+    # -- the status page (views.py) ----------------------------------------------------------------
+
+    async def overview(
+        self, search: str, after: views.Cursor | None, limit: int, day: str | None
+    ) -> views.Overview:
+        return await self._read(lambda: views.overview(search, after, limit, day))
+
+    async def record_page(self, key: str) -> tuple[Entry, list[Step]] | None:
+        # Not `record`: that name writes outcomes (above); a second one would replace it.
+        return await self._read(lambda: views.record(key))
+
+    async def counts_aside(self) -> list[Counts]:
+        """`counts`, read where it holds up nothing else: it scans every row."""
+        return await self._read_aside(programs.counts)
+
+    async def _read_aside(self, factory: Factory[T]) -> T:
+        """A long read off the path of the writes, where the driver has one (SQLite: its own
+        connection, a snapshot of the WAL, instead of the writer's thread)."""
+        return await self._read(factory)
 
     async def unknown_keys(
         self, sources: Sequence[str] = (), rules: Sequence[str] = (), limit: int = 100_000

@@ -20,7 +20,7 @@ from connector.ledger import schema
 from connector.ledger.batches import Factory, Together
 from connector.ledger.checkpoint import Checkpointer
 from connector.ledger.front import SqlLedger
-from connector.ledger.steps import Insert, RowsIn, RunIn, chunks, marks
+from connector.ledger.steps import Insert, Program, RowsIn, RunIn, chunks, marks
 from connector.ledger.writer import Verbs, Writer, run
 
 T = TypeVar("T")
@@ -114,6 +114,22 @@ class SqliteSession(Verbs):
         return error
 
 
+class SqliteReader(SqliteSession):
+    """A read-only connection of its own, for a read too long for the writer's thread (a count over
+    every row): in WAL mode it reads a snapshot while the writer carries on committing."""
+
+    def __init__(self, path: Path) -> None:  # no migration: the writer has made the tables
+        uri = path.absolute().as_uri() + "?mode=ro"
+        self.conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+
+    def read(self, program: Program[T]) -> T:
+        try:
+            self.conn.execute("BEGIN")
+            return run(self, time.time(), program)
+        finally:
+            self.conn.close()
+
+
 class SqliteLedger(SqlLedger):
     def __init__(self, path: Path) -> None:
         super().__init__()
@@ -136,6 +152,9 @@ class SqliteLedger(SqlLedger):
     async def _read(self, factory: Factory[T]) -> T:
         result: T = await self._writer.call(factory, write=False)
         return result
+
+    async def _read_aside(self, factory: Factory[T]) -> T:
+        return await asyncio.to_thread(lambda: SqliteReader(self.path).read(factory()))
 
     async def _disconnect(self) -> None:
         if self._closed:
