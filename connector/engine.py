@@ -8,7 +8,6 @@ runtime hands back to the sources.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import time
 from collections import defaultdict
@@ -18,7 +17,8 @@ from dataclasses import dataclass
 import structlog
 
 from connector.batch_gate import BatchGate
-from connector.events import Event, Message, Outcome, OutcomeKind, Record
+from connector.entries import Row, as_row, from_row, held, paired, settled, transitions_of
+from connector.events import Event, Message, Outcome, Record
 from connector.ledger import Claim, Claimed, ClaimResult, Delivery, Entry, Ledger, State, Transition
 from connector.policy import PolicyContext
 from connector.policy_step import PolicyStep
@@ -30,14 +30,6 @@ from sources.base import Accepted, DeliveryNote
 
 log = structlog.get_logger(__name__)
 
-_STATE_OF = {
-    OutcomeKind.SENT: State.SENT,
-    OutcomeKind.FAILED: State.FAILED,
-    OutcomeKind.HELD: State.PENDING,
-    OutcomeKind.UNKNOWN: State.UNKNOWN,
-    OutcomeKind.LOST: State.PENDING,  # never recorded: the status only, until its new owner sends it
-}
-TAKEN_OVER = "another instance took it over; it sends it"
 IDLE_OWN_S = 5.0  # a claim of this instance no path has taken up for this long is swept
 
 
@@ -62,10 +54,6 @@ class _Slot:
 
 
 SendPlan = dict[str, list[tuple[_Slot, Entry]]]
-_Row = tuple[str, str, str, str, str, str, str, str, str, int, float, float, float | None]
-"""An Entry as a tuple of plain values, while it waits in a send queue: the garbage collector stops
-tracking such tuples, so thousands of queued messages add nothing to every full collection."""
-
 SendObserver = Callable[[str, Sequence[Outcome], float | None], None]
 """(sink, outcomes of one request, seconds the request took or None when none left): metrics."""
 
@@ -88,7 +76,7 @@ class Engine:
         # so two paths of this process never send one key; other processes are kept off by the
         # ledger, where each open message has one owner and only the owner can mark it `sending`.
         self._inflight: set[str] = set()
-        self._queued: SendQueues[tuple[_Row, ...]] = SendQueues(
+        self._queued: SendQueues[tuple[Row, ...]] = SendQueues(
             self._send_queued, lambda sink: self.sinks[sink].in_flight
         )
         self.observer = observer
@@ -137,7 +125,7 @@ class Engine:
             _, _, plan, claimed = await self._claim_records(records, note)
         refused = []
         for sink, pairs in plan.items():
-            rows = tuple(_row(entry) for _, entry in pairs)
+            rows = tuple(as_row(entry) for _, entry in pairs)
             if not self._queued.put(sink, rows):
                 refused.append(rows)
         if refused:  # stopping: taken in, and left for the next start
@@ -163,18 +151,18 @@ class Engine:
         await self._leave_pending(left)
         return sum(len(rows) for rows in left)
 
-    async def _leave_pending(self, queued: Sequence[tuple[_Row, ...]], why: str = STOPPED) -> None:
+    async def _leave_pending(self, queued: Sequence[tuple[Row, ...]], why: str = STOPPED) -> None:
         left = [(row[0], row[10]) for rows in queued for row in rows]  # (key, created_at)
         self._inflight.difference_update(key for key, _ in left)
         if left:
             await self.ledger.record([Transition(key, State.PENDING, why, at) for key, at in left])
 
-    async def _send_queued(self, sink_name: str, rows: tuple[_Row, ...]) -> None:
+    async def _send_queued(self, sink_name: str, rows: tuple[Row, ...]) -> None:
         async with self._gate.batch():
             if sink_name not in self.sinks:  # a reload took the sink away: wait for it to come back
                 await self._leave_pending([rows], f"sink {sink_name} is no longer in the config")
                 return
-            await self._send_reserved(sink_name, [_entry(row) for row in rows])
+            await self._send_reserved(sink_name, [from_row(row) for row in rows])
 
     async def _claim_records(
         self, records: Sequence[Record], note: DeliveryNote | None = None
@@ -289,18 +277,18 @@ class Engine:
         keys = [e.key for e in entries]
         try:
             now = time.time()
-            going, held = self.policy.recheck(entries, now, judged)
+            going, stay = self.policy.recheck(entries, now, judged)
             if gates := self.policy.gates(going, now):  # caps, budgets: the ledger's to check, at once
                 going, refused = self.policy.refused(going, await self.ledger.admit(gates))
-                held += refused
-            at = await self.ledger.record(held) if held else 0.0
-            settled = {t.key: _held(e, t, at) for e, t in _paired(entries, held)}
+                stay += refused
+            at = await self.ledger.record(stay) if stay else 0.0
+            now_as = {t.key: held(e, t, at) for e, t in paired(entries, stay)}
             if going:
                 sent = await self._send_going(sink_name, going)
-                settled.update((e.key, e) for e in sent)
+                now_as.update((e.key, e) for e in sent)
         finally:
             self._inflight.difference_update(keys)
-        return [settled[e.key] for e in entries]
+        return [now_as[e.key] for e in entries]
 
     async def _send_going(self, sink_name: str, entries: Sequence[Entry]) -> list[Entry]:
         sink = self.sinks[sink_name]
@@ -318,7 +306,7 @@ class Engine:
             # Durable per request, not per batch: a crash then leaves only true in-flight sends unknown.
             at = (
                 await self.ledger.record(transitions)
-                if (transitions := _transitions(messages, outcomes, claimed))
+                if (transitions := transitions_of(messages, outcomes, claimed))
                 else 0.0
             )
             recorded.update((m.id, at) for m in messages)
@@ -332,14 +320,14 @@ class Engine:
         outcomes = await sink.send(messages, on_sending, on_settled)
         rest = [(m, o) for m, o in zip(messages, outcomes, strict=True) if m.id not in recorded]
         if rest:  # held without a request (paused sink), or a sink that does not report early
-            if transitions := _transitions([m for m, _ in rest], [o for _, o in rest], claimed):
+            if transitions := transitions_of([m for m, _ in rest], [o for _, o in rest], claimed):
                 at = await self.ledger.record(transitions)
                 recorded.update((m.id, at) for m, _ in rest)
             if self.observer is not None:
                 self.observer(sink_name, [o for _, o in rest], None)
         # The ledger's time, so a status written now reads as one read from the ledger later.
         return [
-            _settled(e, o, recorded.get(e.key) or time.time()) for e, o in zip(entries, outcomes, strict=True)
+            settled(e, o, recorded.get(e.key) or time.time()) for e, o in zip(entries, outcomes, strict=True)
         ]
 
     async def _on_sending(self, messages: Sequence[Message]) -> None:
@@ -362,10 +350,10 @@ class Engine:
             else:
                 busy.append(entry.key)
         await self.ledger.release(busy)  # the next sweep takes them
-        settled = [e for e in await self._send_taken(pending) if e.state is not State.PENDING]
+        done = [e for e in await self._send_taken(pending) if e.state is not State.PENDING]
         if pending:
-            log.info("retried held messages", tried=len(pending), settled=len(settled))
-        return settled
+            log.info("retried held messages", tried=len(pending), settled=len(done))
+        return done
 
     async def send_claimed(self, entries: Sequence[Entry]) -> list[Entry]:
         """Send messages this instance has claimed (a `resend` decided by hand) the normal way:
@@ -397,71 +385,6 @@ def _events(count: int, found: Iterable[tuple[_Slot, bool, Entry]]) -> list[list
         reason = of_duplicate(entry) if duplicate else entry.detail
         events[slot.record].append(Event(entry.key, slot.rule, state, reason))
     return events
-
-
-def _row(e: Entry) -> _Row:
-    return (
-        e.key,
-        e.source,
-        e.rule,
-        e.sink,
-        e.origin,
-        e.recipient,
-        e.text,
-        e.state.value,
-        e.detail,
-        e.attempts,
-        e.created_at,
-        e.updated_at,
-        e.due_at,
-    )
-
-
-def _entry(r: _Row) -> Entry:
-    return Entry(
-        r[0], r[1], r[2], r[3], r[4], r[5], r[6], State(r[7]), r[8], r[9], r[10], r[11], due_at=r[12]
-    )
-
-
-def _paired(entries: Sequence[Entry], transitions: Sequence[Transition]) -> list[tuple[Entry, Transition]]:
-    by_key = {e.key: e for e in entries}
-    return [(by_key[t.key], t) for t in transitions]
-
-
-def _held(entry: Entry, t: Transition, at: float) -> Entry:
-    """An entry as the policies left it before its request: waiting, skipped or failed."""
-    return dataclasses.replace(
-        entry, state=t.state, detail=t.detail, updated_at=at, owner=None, not_before=t.not_before
-    )
-
-
-def _transitions(
-    messages: Sequence[Message], outcomes: Sequence[Outcome], claimed: Mapping[str, float]
-) -> list[Transition]:
-    """What to record, each for the claim it was sent for (`claimed`: key -> created_at); nothing
-    for a message another instance has taken over (it records it)."""
-    return [
-        Transition(m.id, _STATE_OF[o.kind], o.detail, claimed.get(m.id))
-        for m, o in zip(messages, outcomes, strict=True)
-        if o.kind is not OutcomeKind.LOST
-    ]
-
-
-def _settled(entry: Entry, outcome: Outcome, now: float) -> Entry:
-    return Entry(
-        key=entry.key,
-        source=entry.source,
-        rule=entry.rule,
-        sink=entry.sink,
-        origin=entry.origin,
-        recipient=entry.recipient,
-        text=entry.text,
-        state=_STATE_OF[outcome.kind],
-        detail=TAKEN_OVER if outcome.kind is OutcomeKind.LOST else outcome.detail,
-        attempts=entry.attempts + 1,
-        created_at=entry.created_at,
-        updated_at=now,
-    )
 
 
 def _combine(slots: list[_Slot]) -> str | None:

@@ -18,13 +18,14 @@ import contextlib
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from connector import logs
+from connector.assembly import budgets_of, build_sink, build_source
 from connector.config_loader import LoadedConfig, load_config
 from connector.errors import ConfigError, ConnectorError
 from connector.optouts import OptOuts
@@ -32,7 +33,31 @@ from connector.policy import PolicyContext
 from sources.webhook import WebhookConfig
 
 if TYPE_CHECKING:
-    from connector.runtime import Runtime
+    import httpx
+
+    from connector.engine import Engine
+    from connector.ledger import SqlLedger
+    from connector.metrics import Metrics
+    from sinks.base import Sink
+    from sources.base import Source, SourceContext
+
+
+class Runtime(Protocol):
+    """What a reload changes of the running connector (connector/runtime.py)."""
+
+    loaded: LoadedConfig
+    sinks: dict[str, Sink]
+    optouts: OptOuts
+    ledger: SqlLedger
+    client: httpx.AsyncClient
+    engine: Engine
+    metrics: Metrics
+    stopping: asyncio.Event
+    source_context: SourceContext | None
+
+    async def ask_account(self, name: str, sink: Sink) -> bool | None: ...
+    async def stop_source(self, name: str) -> None: ...
+    def start_source(self, name: str, source: Source) -> None: ...
 
 log = structlog.get_logger(__name__)
 
@@ -153,8 +178,6 @@ class Reloader:
 
 async def apply(runtime: Runtime, new: LoadedConfig) -> dict[str, list[str]]:
     """Build what changed, swap between batches, then replace the changed sources."""
-    from connector.runtime import budgets_of, build_sink, build_source  # noqa: PLC0415 - a cycle
-
     old = runtime.loaded
     was, now = old.config, new.config
     sinks = {
