@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +21,10 @@ from typing import Any
 import httpx
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from starlette.requests import Request
+from starlette.responses import Response
 
+from connector.assembly import budgets_of, build_sinks, build_sources
 from connector.config_loader import LoadedConfig
 from connector.engine import Engine
 from connector.errors import AccountError, SinkError
@@ -29,12 +33,12 @@ from connector.ledger import Entry, SqlLedger, open_ledger
 from connector.metrics import Metrics
 from connector.optouts import OptOuts
 from connector.page import StatusPage
-from connector.policy import Budget, PolicyContext
+from connector.policy import PolicyContext
+from connector.reload import Reloader
 from connector.server import HttpServer, build_app
 from connector.status import of_entry
-from sinks import REGISTERED as SINKS
+from connector.web import HttpRoute
 from sinks.base import Sink
-from sources import REGISTERED as SOURCES
 from sources.base import Source, SourceContext, StatusUpdate
 
 log = structlog.get_logger(__name__)
@@ -43,45 +47,6 @@ RETRY_EVERY_S = 15.0
 SWEEPER = "job:sweeper"  # the hold of the one instance that sends what is held
 WAKE_AGAIN_S = 0.25  # a wake-up that found its message not due yet by the ledger's clock looks again
 WRITE_BACK_S = 5.0  # after the grace: for the last outcomes and statuses to be written
-
-
-def build_sinks(loaded: LoadedConfig, client: httpx.AsyncClient) -> dict[str, Sink]:
-    sinks: dict[str, Sink] = {}
-    for name, cfg in loaded.config.sinks.items():
-        sink_type = _SINK_OF_MODEL[type(cfg)]  # validation only lets registered models through
-        sinks[name] = sink_type(name, cfg.resolved(loaded.base_dir), client)
-    return sinks
-
-
-def build_sources(
-    loaded: LoadedConfig, ctx: SourceContext, only: Sequence[str] | None = None
-) -> dict[str, Source]:
-    sources: dict[str, Source] = {}
-    for name, cfg in loaded.config.sources.items():
-        if not only or name in only:
-            sources[name] = _SOURCE_OF_MODEL[type(cfg)](name, cfg, ctx)
-    return sources
-
-
-def budgets_of(loaded: LoadedConfig, sinks: dict[str, Sink]) -> dict[str, Budget]:
-    """Each sink's `daily_budget`, in its own unit (a sink without a price counts messages)."""
-
-    def cost_of(sink: Sink) -> Callable[[str], int]:
-        def cost(text: str) -> int:
-            price = sink.cost(text)
-            return 1 if price is None else price.amount
-
-        return cost
-
-    return {
-        name: Budget(cfg.daily_budget, cost_of(sinks[name]))
-        for name, cfg in loaded.config.sinks.items()
-        if cfg.daily_budget is not None
-    }
-
-
-_SINK_OF_MODEL = {sink.config_model: sink for sink in SINKS}
-_SOURCE_OF_MODEL = {source.config_model: source for source in SOURCES}
 
 
 @dataclass
@@ -99,6 +64,9 @@ class Runtime:
     _wake_at: float | None = None  # when the scheduler wakes for the next waiting message
     optouts: OptOuts = field(default_factory=OptOuts)
     _jobs: set[asyncio.Task[Any]] = field(default_factory=set)  # scheduled work in hand (retries)
+    source_context: SourceContext | None = None  # what each source is lent (a stop of its own added)
+    source_tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # while `run` runs them
+    _routes: dict[tuple[str, str], HttpRoute] = field(default_factory=dict)  # the source serving each
 
     @classmethod
     async def open(
@@ -138,6 +106,7 @@ class Runtime:
             await ledger.close()
             raise
         runtime = cls(loaded, ledger, client, sinks, engine, sources, metrics, stopping, optouts=optouts)
+        runtime.source_context = ctx
         await runtime.recover()
         await optouts.refresh(ledger)
         return runtime
@@ -160,15 +129,15 @@ class Runtime:
         names of the refused sinks are answered: `once` exits 1 for them. A provider that cannot be
         reached right now is only a warning: the sends are retried like any other.
         """
-        return [name for name, sink in self.sinks.items() if await self._ask_account(name, sink) is False]
+        return [name for name, sink in self.sinks.items() if await self.ask_account(name, sink) is False]
 
     async def recheck_paused_sinks(self) -> None:
         """A sink paused for its account is asked again (without sending) before its messages go."""
         for name, sink in self.sinks.items():
-            if sink.recheck_due and await self._ask_account(name, sink):
+            if sink.recheck_due and await self.ask_account(name, sink):
                 sink.resume()
 
-    async def _ask_account(self, name: str, sink: Sink) -> bool | None:
+    async def ask_account(self, name: str, sink: Sink) -> bool | None:
         """True: the provider takes the account; False: it refused (the sink is paused for it);
         None: no answer now (the sends will tell)."""
         try:
@@ -297,15 +266,22 @@ class Runtime:
         gc.collect()
         gc.freeze()
         log.info("connector running", sources=sorted(self.sources), sinks=sorted(self.sinks))
-        tasks = [asyncio.create_task(s.run(), name=f"source:{n}") for n, s in self.sources.items()]
+        for name, source in self.sources.items():
+            self.start_source(name, source)
+        reloader = Reloader(self)
+        reloader.start(loop)
+        tasks: list[asyncio.Task[None]] = []
         try:
             await self.stopping.wait()
             scheduler.pause()  # no new polls or retries are started
+            await reloader.stop()
+            tasks = list(self.source_tasks.values())
             await self._wind_down(tasks)
-            for name, task in zip(self.sources, tasks, strict=True):
+            for name, task in self.source_tasks.items():
                 if task.done() and not task.cancelled() and task.exception() is not None:
                     log.error("source stopped with an error", source=name, error=repr(task.exception()))
         finally:
+            await reloader.stop()
             await server.stop()  # deliveries still being read are answered; their sends are held
             if not await self._settle_work(tasks, WRITE_BACK_S):
                 for task in self._unfinished(tasks):
@@ -314,10 +290,42 @@ class Runtime:
             gc.unfreeze()
         log.info("stopped")
 
+    def start_source(self, name: str, source: Source) -> None:
+        """Run `source` (in place of any source of that name: its routes now answer its paths)."""
+        source.ctx.scheduler = self.scheduler
+        self.sources[name] = source
+        for route in source.routes():
+            for method in route.methods:
+                self._routes[(route.path, method)] = route
+        self.source_tasks[name] = asyncio.create_task(source.run(), name=f"source:{name}")
+
+    async def stop_source(self, name: str) -> None:
+        """Stop one source; it finishes the file or poll in hand first (a reload replaces it)."""
+        source = self.sources.pop(name, None)
+        task = self.source_tasks.pop(name, None)
+        if source is None or task is None:
+            return
+        source.ctx.stopping.set()
+        with contextlib.suppress(Exception):  # its error was logged where it happened
+            await task
+
+    def _serving(self, route: HttpRoute) -> HttpRoute:
+        """`route`, answered by whichever source serves its path now (a reload may replace it)."""
+        key = (route.path, route.methods[0])
+
+        async def endpoint(request: Request) -> Response:
+            return await self._routes[key].endpoint(request)
+
+        return dataclasses.replace(route, endpoint=endpoint)
+
     async def _serve(self) -> HttpServer:
         """`server.host:port`: the server's own endpoints and every route a source contributes."""
         self.engine.observer = self.metrics.observe_send  # counted only where /metrics shows them
-        routes = [route for source in self.sources.values() for route in source.routes()]
+        for source in self.sources.values():
+            for route in source.routes():
+                for method in route.methods:
+                    self._routes[(route.path, method)] = route
+        routes = [self._serving(route) for source in self.sources.values() for route in source.routes()]
         config = self.loaded.config.server
         page = StatusPage(self.ledger, self.engine, lambda: self.sources)  # the sources of a reload too
         app = build_app(self.engine, routes, self.metrics, page, config.token)
@@ -332,6 +340,8 @@ class Runtime:
         queued sends do not wait their turn, they are held at once."""
         grace = self.loaded.config.shutdown_grace
         log.info("stopping: taking no new work; requests on the wire get the grace", grace_s=grace)
+        for source in self.sources.values():
+            source.ctx.stopping.set()
         for sink in self.sinks.values():  # webhook deliveries see `stopping` too: 503 from now on
             sink.stop()
         left = await self.engine.stop_queued()

@@ -6,8 +6,8 @@ batch loses and doubles nothing."""
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 from collections import Counter
