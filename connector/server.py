@@ -76,6 +76,7 @@ def build_app(
             "id": ledger.instance_id,
             "lease_left_s": round(ledger.lease_left, 1),
             "holds": sorted(ledger.held),
+            "config": metrics.config.as_json(),  # this instance's file: when loaded, the last refusal
         }
         try:
             await asyncio.wait_for(ledger.ping(), PING_TIMEOUT_S)
