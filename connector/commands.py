@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import httpx
 import structlog
 
+from connector import progress
 from connector.config_loader import LoadedConfig
 from connector.errors import ConnectorError
 from connector.events import Record
@@ -35,6 +36,7 @@ async def run(loaded: LoadedConfig) -> int:
 
 async def once(loaded: LoadedConfig) -> int:
     """One pass; exit 1 when a provider refused an account (its records are written `pending`)."""
+    _progress_bar(loaded)
     refused = await _with_runtime(loaded, Runtime.once)
     for name, reason in refused.items():
         print(
@@ -42,6 +44,13 @@ async def once(loaded: LoadedConfig) -> int:
             file=sys.stderr,
         )
     return 1 if refused else 0
+
+
+def _progress_bar(loaded: LoadedConfig) -> None:
+    """`once` and `preview` are often watched: long work shows a bar on stderr when it is a
+    terminal and the logs are console lines (JSON lines stay machine-readable; `run` logs only)."""
+    if loaded.config.log.format == "console":
+        progress.draw_on(sys.stderr)
 
 
 async def _with_runtime(loaded: LoadedConfig, action: Callable[[Runtime], Awaitable[None]]) -> dict[str, str]:
@@ -162,6 +171,7 @@ async def _probe(check: object, enabled: bool, what: str) -> tuple[str, bool]:
 
 
 async def preview(loaded: LoadedConfig, only: Sequence[str] | None, limit: int) -> int:
+    _progress_bar(loaded)
     return await show_preview(loaded, only, limit, _offline_context(loaded))
 
 

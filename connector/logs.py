@@ -10,6 +10,7 @@ from typing import Literal, TextIO
 import structlog
 from structlog.typing import Processor
 
+from connector import progress
 from connector.redact import Redactor
 
 
@@ -42,7 +43,7 @@ def configure(
     )
     # Libraries' own logging (APScheduler, watchdog, httpx, aiohttp) goes through the same renderer
     # and the same redactor, URL-encoded secrets included.
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = _BesideProgress(stream or sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
@@ -63,6 +64,15 @@ def configure(
     inotify = logging.getLogger("watchdog.observers.inotify")
     if not any(isinstance(f, _WatchdogStopRace) for f in inotify.filters):
         inotify.addFilter(_WatchdogStopRace())
+
+
+class _BesideProgress(logging.StreamHandler[TextIO]):
+    """A progress bar may stand on stderr's last line (`once` on a terminal): it is taken off the
+    line before a log line is written, so the two never run into each other."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with progress.log_line():
+            super().emit(record)
 
 
 class _WatchdogStopRace(logging.Filter):

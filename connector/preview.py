@@ -7,10 +7,11 @@ read (its opt-out list, today's spend), and only if it exists.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 
 from connector.config_loader import LoadedConfig
@@ -20,6 +21,7 @@ from connector.ledger import SqlLedger, open_ledger, sqlite_path
 from connector.optouts import OptOuts
 from connector.policy import Budget, PolicyContext
 from connector.policy_step import PolicyStep
+from connector.progress import at_most
 from connector.rules import CompiledRule
 from connector.runtime import budgets_of, build_sinks, build_sources
 from connector.segments import count_segments
@@ -61,10 +63,13 @@ async def preview(
                 await ledger.close()
         step = PolicyStep(loaded.rules, PolicyContext(config.timezone, optouts, spend.budgets))
         for name, source in build_sources(loaded, context, only).items():
-            records = await asyncio.to_thread(_first, source, limit)
-            print(f"== source {name}: {len(records)} record(s) shown (limit {limit})")
-            for record in records:
-                print(_preview_record(record, by_source[name], sinks, step, spend, now))
+            show = functools.partial(
+                _preview_record, rules=by_source[name], sinks=sinks, step=step, spend=spend, now=now
+            )
+            shown = await asyncio.to_thread(_examine, source, limit, show)
+            print(f"== source {name}: {len(shown)} record(s) shown (limit {limit})")
+            for text in shown:
+                print(text)
     return 0
 
 
@@ -76,8 +81,16 @@ async def _existing_ledger(loaded: LoadedConfig) -> SqlLedger | None:
     return await open_ledger(loaded.config.state, loaded.base_dir, str(loaded.path))
 
 
-def _first(source: Source, limit: int) -> list[Record]:
-    return list(itertools.islice(source.preview(), limit))
+def _examine(source: Source, limit: int, show: Callable[[Record], str]) -> list[str]:
+    """The first `limit` records, each shown as soon as it is read: the source's progress, counted
+    as it hands records over, is then the progress of the whole preview (rendering is the slow part)."""
+    records = source.preview()
+    try:
+        with at_most(limit):
+            return [show(record) for record in itertools.islice(records, limit)]
+    finally:
+        if isinstance(records, Generator):
+            records.close()  # its progress ends here when the limit stopped it
 
 
 def _preview_record(

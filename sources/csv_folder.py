@@ -30,6 +30,7 @@ from watchdog.observers import Observer
 
 from connector.errors import SourceError
 from connector.events import Record
+from connector.progress import Progress
 from connector.types import STRICT, Duration
 from sources.base import Source, SourceConfigBase, SourceContext, StatusUpdate
 from sources.csv_files import (
@@ -44,7 +45,6 @@ from sources.csv_files import (
     reason_name,
     results_name,
 )
-from sources.csv_progress import Progress
 from sources.csv_updates import ResultsUpdates
 from sources.csv_watch import FolderEvents, Settling
 
@@ -76,7 +76,6 @@ class CsvFolderSource(Source):
 
     chunk_rows = 1000  # rows per process() call
     in_flight = 4  # chunks being processed at once; results are still written in order
-    progress_every = 10.0  # seconds between progress lines for long files
     held_elsewhere_s = 2.0  # a file another instance is taking is looked at again after this
 
     def __init__(self, name: str, config: CsvFolderConfig, ctx: SourceContext) -> None:
@@ -260,7 +259,7 @@ class CsvFolderSource(Source):
             RowReader, path, layout, source=self.name, file_id=file_id, chunk_rows=self.chunk_rows
         )
         in_flight: _InFlight = deque()
-        progress = Progress(self.name, path.name, layout.data_rows, self.progress_every)
+        progress = self._progress(path, layout)
         try:
             while True:
                 if self.ctx.stopping.is_set():
@@ -284,10 +283,15 @@ class CsvFolderSource(Source):
             await asyncio.gather(*(task for _, task in in_flight), return_exceptions=True)
             raise
         else:
-            progress.done()
             return True
         finally:
+            progress.close()
             await asyncio.to_thread(reader.close)
+
+    def _progress(self, path: Path, layout: Layout) -> Progress:
+        return Progress(
+            f"{self.name} {path.name}", layout.data_rows, fields={"source": self.name, "file": path.name}
+        )
 
     async def _statuses(self, chunk: list[Row]) -> list[str | None]:
         records = [row.record for row in chunk if row.record is not None]
@@ -381,9 +385,12 @@ class CsvFolderSource(Source):
             except (OSError, BadFile) as e:
                 log.warning("csv file would go to failed/", source=self.name, file=name, reason=str(e))
                 continue
-            with reader:
+            with reader, self._progress(path, layout) as progress:
                 while chunk := reader.next_chunk():
-                    yield from (row.record for row in chunk if row.record is not None)
+                    for row in chunk:
+                        if row.record is not None:
+                            progress.add(1)  # handed over to be examined now (the preview renders it)
+                            yield row.record
 
     async def check(self, *, online: bool = True) -> str:  # local either way
         return await asyncio.to_thread(self._check)

@@ -44,6 +44,7 @@ from pydantic import field_validator, model_validator
 
 from connector.errors import SourceError
 from connector.events import Record
+from connector.progress import Progress
 from connector.status import is_resend
 from connector.types import STRICT, Duration
 from sources.base import Source, SourceConfigBase, SourceContext, StatusUpdate
@@ -134,6 +135,7 @@ class GoogleSheetsSource(Source):
     config: GoogleSheetsConfig
 
     default_every = 60.0
+    chunk_rows = 1000  # due rows per engine call: progress shows between them, a stop takes no more
 
     def __init__(self, name: str, config: GoogleSheetsConfig, ctx: SourceContext) -> None:
         super().__init__(name, config, ctx)
@@ -232,10 +234,7 @@ class GoogleSheetsSource(Source):
             self.activity.did(f"polled: {len(table.due)} row(s) due")
             if table.due:
                 await self._known_resends(table)
-            records = [row.record for row in table.due]
-            statuses = await self.ctx.process(records) if records else []
-            if len(statuses) != len(records):
-                raise SourceError(f"{len(statuses)} statuses came back for {len(records)} records")
+            statuses = await self._process(table)
             resent = [r.origin for r, s in zip(table.due, statuses, strict=True) if s and is_resend(r.cell)]
             for origin in resent:  # durable before the write: a failed write must not send it again
                 await self.ctx.notes.set_note(self._scope, origin, "resent")
@@ -265,6 +264,27 @@ class GoogleSheetsSource(Source):
             for origin in resent:
                 await self.ctx.notes.set_note(self._scope, origin, "")
             return written
+
+    async def _process(self, table: Table) -> list[str | None]:
+        """A status per due row, a chunk at a time. Once stopping, no chunk is started after the
+        first: the rows not reached get no status, and the next poll takes them."""
+        records = [row.record for row in table.due]
+        statuses: list[str | None] = [None] * len(records)
+        with self._progress(table) as progress:
+            for start in range(0, len(records), self.chunk_rows):
+                if start and self.ctx.stopping.is_set():
+                    break
+                chunk = records[start : start + self.chunk_rows]
+                answered = await self.ctx.process(chunk)
+                if len(answered) != len(chunk):
+                    raise SourceError(f"{len(answered)} statuses came back for {len(chunk)} records")
+                statuses[start : start + len(chunk)] = answered
+                progress.add(len(chunk))
+        return statuses
+
+    def _progress(self, table: Table) -> Progress:
+        sheet = table.grid.title
+        return Progress(f"{self.name} {sheet}", len(table.due), fields={"source": self.name, "sheet": sheet})
 
     async def _known_resends(self, table: Table) -> None:
         """`resend` cells whose forced send already happened (its status was never written)."""
@@ -348,7 +368,11 @@ class GoogleSheetsSource(Source):
                 )
 
     def preview(self) -> Iterator[Record]:
-        yield from (row.record for row in self._read_table().due)
+        table = self._read_table()
+        with self._progress(table) as progress:
+            for row in table.due:
+                progress.add(1)  # handed over to be examined now (the preview renders it)
+                yield row.record
 
     async def check(self, *, online: bool = True) -> str:
         return await self._blocking(self._check if online else self._check_offline)

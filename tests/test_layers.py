@@ -36,6 +36,7 @@ KERNEL = (
     "connector.plugins",  # how a plug-in declares its type name; the registries use it
     "connector.web",  # what a plug-in that serves HTTP hands the server: routes, error shape
     "connector.policy",  # the send policy step's words, shared by the engine and the policies
+    "connector.progress",  # how a source shows progress of a long file or sheet
 )
 APPLICATION = (
     "connector.__main__",
