@@ -20,6 +20,7 @@ A leaf of the kernel, so that plug-ins may report progress: it imports nothing o
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -59,11 +60,27 @@ class Terminal:
         with self._lock:
             if self._owner is not owner:
                 return
-            self.stream.write(_CLEAR + text + ("\n" if last else ""))
-            self.stream.flush()
+            # A line longer than the terminal wraps, and only its last part could be rewritten.
+            width = self._width()
+            if width is not None and len(text) >= width:
+                text = text[: width - 4] + "..."
+            try:
+                self.stream.write(_CLEAR + text + ("\n" if last else ""))
+                self.stream.flush()
+            except (OSError, ValueError):  # the terminal went away: the work must not fail for it
+                self._owner = self._gone
+                return
             self._drawn = not last
             if last:
                 self._owner = None
+
+    _gone = object()  # the owner of a terminal that can no longer be written to: nobody draws
+
+    def _width(self) -> int | None:
+        try:
+            return os.get_terminal_size(self.stream.fileno()).columns or None
+        except (OSError, ValueError):  # not a real terminal (a test's stream)
+            return None
 
     def release(self, owner: object) -> None:
         with self._lock:
@@ -75,8 +92,9 @@ class Terminal:
         """Another line is written: the bar is taken off first, and not drawn until it is out."""
         with self._lock:
             if self._drawn:
-                self.stream.write(_CLEAR)
                 self._drawn = False
+                with contextlib.suppress(OSError, ValueError):  # the log handler reports its own
+                    self.stream.write(_CLEAR)
             yield
 
 

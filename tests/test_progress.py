@@ -4,14 +4,17 @@ elsewhere, nothing for small work; and `connector once` / `preview` / `run` show
 from __future__ import annotations
 
 import errno
+import fcntl
 import io
 import json
 import os
 import pty
 import select
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -181,6 +184,36 @@ def test_a_limit_caps_the_total(clock: Clock) -> None:
         bar.add(1_500)
     assert f"{CLEAR}erp orders.csv: 1,500 / 3,000 rows (50%), 1,500 rows/s, 1.0 s left" in tty.getvalue()
     assert Progress("after", 100_000).total == 100_000
+
+
+def test_a_line_wider_than_the_terminal_is_cut_so_that_it_never_wraps(clock: Clock) -> None:
+    main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 40, 0, 0))
+    with os.fdopen(child, "w") as tty:
+        with Progress("erp a-rather-long-export-name.csv", 100_000, stream=tty, clock=clock) as bar:
+            clock.now += 1
+            bar.add(5_000)
+        out = os.read(main, 4096).decode()
+    os.close(main)
+    drawn = [part.rstrip("\r\n") for part in out.split(CLEAR) if part]
+    assert drawn and all(len(line) <= 39 for line in drawn), drawn
+    assert drawn[0] == "erp a-rather-long-export-name.csv: 5..."
+
+
+class GoneTty(FakeTty):
+    def write(self, text: str) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+
+def test_a_terminal_that_went_away_fails_no_work(clock: Clock) -> None:
+    progress.draw_on(GoneTty())
+    with Progress("erp a.csv", 100_000, clock=clock) as bar:
+        clock.now += 1
+        bar.add(5_000)  # would raise if the bar's write were not guarded
+    with capture_logs() as events, Progress("erp b.csv", 100_000, clock=clock) as bar:
+        clock.now += 5
+        bar.add(5_000)
+    assert [e["event"] for e in events] == ["progress", "progress done"]  # logged instead
 
 
 @pytest.mark.parametrize(
