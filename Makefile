@@ -36,8 +36,8 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check connector sources sinks policies tests bench
 	$(BIN)/mypy
 
-# `make bench` runs them all; `make bench webhook` (or csv, send, memory, latency, sheets, instances, policies, reload) just those.
-BENCHES := csv send memory latency sheets webhook instances policies reload
+# `make bench` runs them all; `make bench webhook` (or csv, send, memory, latency, sheets, instances, policies, reload, page) just those.
+BENCHES := csv send memory latency sheets webhook instances policies reload page
 BENCH_GOALS := $(filter $(BENCHES),$(MAKECMDGOALS))
 
 bench: $(VENV)/.installed-dev

@@ -17,6 +17,7 @@ BENCHES = {
     "webhook": "bench.webhook",
     "instances": "bench.instances",
     "policies": "bench.policies",
+    "page": "bench.page",
     "reload": "bench.reload",
 }
 

@@ -36,8 +36,19 @@ def masked_reason(reason: str, recipient: str) -> str:
     return reason
 
 
+def written_number(reason: str) -> str:
+    """The first thing in a reason written like a phone number ("" if none): where a message that
+    failed before it had a recipient quotes what it was given."""
+    for match in _WRITTEN_NUMBER.finditer(reason):
+        if _looks_like_number(match.group(0)):
+            return match.group(0)
+    return ""
+
+
 def _mask_if_number(match: re.Match[str]) -> str:
     text = match.group(0)
-    if _DATE.match(text) or sum(c.isdigit() for c in text) < _NUMBER_DIGITS:
-        return text
-    return mask_number(text)
+    return mask_number(text) if _looks_like_number(text) else text
+
+
+def _looks_like_number(text: str) -> bool:
+    return not _DATE.match(text) and sum(c.isdigit() for c in text) >= _NUMBER_DIGITS

@@ -55,6 +55,9 @@ APPLICATION = (
     "connector.policy_step",
     "connector.optouts",
     "connector.preview",
+    "connector.access",  # server.token
+    "connector.masking",  # numbers as the server and the status page show them
+    "connector.page.*",  # the status page
 )
 CORE = "connector"
 PLUGIN_PACKAGES = ("sources", "sinks", "policies")

@@ -117,9 +117,10 @@ def _search(text: str) -> tuple[str, list[Any]]:
         low, high = key_range(lowered)
         ors.append("(key >= ? AND key < ?)" if high is not None else "key >= ?")
         params += [low, high] if high is not None else [low]
-    if text.isdigit():
-        ors.append("recipient LIKE ?")  # digits only: no wildcard of the search's own
-        params.append(f"%{text}")
+    if text.isdigit():  # digits only: no LIKE wildcard of the search's own
+        # A message that failed before it had a recipient quotes the number as it was written.
+        ors.append("recipient LIKE ? OR (recipient = '' AND detail LIKE ?)")
+        params += [f"%{text}", f"%{text}%"]
     return f" AND ({' OR '.join(ors)})", params
 
 

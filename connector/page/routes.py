@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from functools import cached_property
+from pathlib import Path
 
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
@@ -24,6 +25,7 @@ REFRESH_S = 30
 MAX_SEARCH = 200  # characters of `q` looked at
 MAX_ID = 128  # longer is no id (the answer is 404 without asking the ledger)
 PATHS = ("/", "/records/{id}")
+TEMPLATES = Path(__file__).parent / "templates"  # package data (pyproject.toml)
 
 
 def is_page(path: str) -> bool:
@@ -43,7 +45,7 @@ class StatusPage:
     @cached_property
     def templates(self) -> Environment:
         env = Environment(
-            loader=PackageLoader("connector.page", "templates"),
+            loader=FileSystemLoader(TEMPLATES),
             autoescape=select_autoescape(default=True),
             trim_blocks=True,
             lstrip_blocks=True,

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from connector.ledger import Counts, Entry, State
 from connector.ledger.decisions import Step
 from connector.ledger.views import Holder
-from connector.masking import mask_number, masked_reason
+from connector.masking import mask_number, masked_reason, written_number
 from connector.policy import Budget
 from sinks.base import Sink
 from sources.base import Source
@@ -144,7 +144,9 @@ def count_table(counts: Sequence[Counts]) -> CountTable:
 
 
 def entry_row(entry: Entry) -> EntryRow:
-    masked = mask_number(entry.recipient)
+    # A message that failed before it had a recipient (a landline, not a number) shows the number
+    # its reason quotes, masked the same way.
+    masked = mask_number(entry.recipient or written_number(entry.detail))
     tail = "".join(c for c in masked if c.isdigit())
     return EntryRow(
         id=entry.key,
