@@ -4,6 +4,7 @@ emulator making one message fail (a landline) and one end `unknown` (a 500 after
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from pathlib import Path
 
@@ -128,6 +129,23 @@ async def check_the_page(chromium: Browser, base: str, folder: Path) -> None:
 
     await page.goto(base + "/records/" + "0" * 32)
     assert await page.evaluate("document.querySelector('h1').textContent") == "No event with this id"
+
+    # The page refreshes itself, but not under the fingers of someone typing a search: the
+    # browser's virtual clock is made to pass a minute with the box in use, then with it left.
+    clock = await chromium.new_page()
+    await clock.goto(base + "/")
+    await clock.evaluate("window.stillTheSamePage = true; document.getElementById('q').focus()")
+    await clock.type("erp")
+    await clock.send("Emulation.setVirtualTimePolicy", {"policy": "advance", "budget": 65_000})
+    await asyncio.sleep(1)
+    assert await clock.evaluate("[performance.now() > 60000, window.stillTheSamePage]") == [True, True]
+    await clock.evaluate("document.getElementById('q').value = ''; document.getElementById('q').blur()")
+    reloading = chromium.expect("Page.frameStartedLoading", clock.session)
+    await clock.send("Emulation.setVirtualTimePolicy", {"policy": "advance", "budget": 65_000})
+    await asyncio.wait_for(reloading, 30)
+    async with asyncio.timeout(30):  # a new document (its load event waits on the virtual clock)
+        while await clock.evaluate("window.stillTheSamePage") is not None:
+            await asyncio.sleep(0.05)
 
     # A phone's width: nothing wider than the screen but the tables, which scroll in their boxes.
     phone = await chromium.new_page(390, 844, phone=True)
