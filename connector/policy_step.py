@@ -26,7 +26,8 @@ from connector.rules import CompiledRule, Decision
 from policies import policies_for
 from policies.schedule import SEND_AT
 
-FRESH_S = 1.0  # a claim judged this recently needs no second look before its request
+FRESH_S = 5.0  # a claim judged this recently needs no second look before its request (a batch
+# of a big file takes a few seconds from its claim to its requests under load)
 _STATE_OF = {Act.WAIT: State.PENDING, Act.SKIP: State.SKIPPED, Act.FAIL: State.FAILED}
 
 
