@@ -1,4 +1,4 @@
-"""`connector run | once | check | preview | status | optout` (SPEC.md "Command line").
+"""`connector run | once | check | preview | status | optout | test | schema` (SPEC.md "Command line").
 
 Exit codes: 0 done (per-record failures are data); 1 invalid config or unusable credentials;
 2 usage error (argparse's own).
@@ -43,13 +43,36 @@ def _parser() -> argparse.ArgumentParser:
     optout.add_argument("numbers", nargs="*", metavar="NUMBER")
     optout.add_argument("--country", help="region of numbers written without a prefix, e.g. RO")
     optout.add_argument("--note", default="", help="why, kept with the number (add)")
+    resolve = commands.add_parser(
+        "resolve", parents=[common], help="a person's decision on unknown sends: sent, failed or resend"
+    )
+    resolve.add_argument("ids", nargs="*", metavar="ID", help="event ids (from status, /events, the page)")
+    resolve.add_argument("--as", dest="verdict", required=True, choices=["sent", "failed", "resend"])
+    resolve.add_argument("--note", default="", help="why: kept in the ledger, shown in the status")
+    resolve.add_argument("--all-unknown", action="store_true", help="every unknown send instead of ids")
+    resolve.add_argument("--source", action="append", default=[], help="with --all-unknown: only this source")
+    resolve.add_argument("--rule", action="append", default=[], help="with --all-unknown: only this rule")
+    resolve.add_argument("--force", action="store_true", help="decide messages that are not unknown too")
+    test = commands.add_parser(
+        "test", parents=[common], help="run the rule tests (*.test.yaml beside the config); sends nothing"
+    )
+    test.add_argument("files", nargs="*", metavar="FILE", help="these test files instead")
+    schema = commands.add_parser(
+        "schema", parents=[common], help="print the JSON Schema of config.yaml, for editors"
+    )
+    schema.add_argument("--tests", action="store_true", help="the schema of the rule-test files instead")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "schema":  # from the models: no config file needed
+        from connector.schema import print_schema  # noqa: PLC0415 - as in _dispatch
+
+        return print_schema(tests=args.tests)
     try:
-        loaded = load_config(default_config_path(args.config))
+        # The rule tests need no credentials: an unset ${VAR} stays as written.
+        loaded = load_config(default_config_path(args.config), unset_as_written=args.command == "test")
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -100,4 +123,14 @@ async def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
             return await commands.status(loaded, args.recent)
         case "optout":
             return await commands.optout(loaded, args.action, args.numbers, args.country, args.note)
+        case "resolve":
+            from connector.resolve import Asked, Verdict, resolve  # noqa: PLC0415 - as above
+
+            verdict = Verdict(args.verdict)
+            asked = Asked(args.ids, verdict, args.note, args.force, args.all_unknown, args.source, args.rule)
+            return await resolve(loaded, asked)
+        case "test":
+            from connector.rule_tests import run_tests  # noqa: PLC0415 - as above
+
+            return await run_tests(loaded, args.files)
     return 2

@@ -12,6 +12,7 @@ import httpx
 import structlog
 
 from connector import progress
+from connector.assembly import build_sinks, build_sources
 from connector.config_loader import LoadedConfig
 from connector.errors import ConnectorError
 from connector.events import Record
@@ -20,8 +21,9 @@ from connector.ledger import Instance, State, open_ledger, sqlite_path
 from connector.ledger import describe as describe_ledger
 from connector.optouts import normalised
 from connector.preview import preview as show_preview
+from connector.rule_tests import check_lines as check_tests
 from connector.rules import RuleConfig
-from connector.runtime import Runtime, build_sinks, build_sources
+from connector.runtime import Runtime
 from connector.status import stamp
 from sources.base import SourceContext
 
@@ -130,6 +132,7 @@ async def check(loaded: LoadedConfig, *, online: bool) -> int:
     for suppress in config.suppress:
         column = f" (column {suppress.column})" if suppress.column else ""
         lines.append(f"  opt-outs {suppress.path}{column}")
+    lines += await asyncio.to_thread(check_tests, loaded)  # a broken test file warns; exit is the config's
     for warning in loaded.warnings:
         lines.append(f"warning: {warning}")
     print("\n".join(lines))

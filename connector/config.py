@@ -20,9 +20,11 @@ KeyPath = tuple[str | int, ...]
 
 
 class ServerConfig(BaseModel):
+    """The HTTP server of `connector run`: webhooks, status page, API, /healthz, /metrics."""
+
     model_config = STRICT
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
+    host: str = Field(default="127.0.0.1", description="Address to listen on; 0.0.0.0 for every interface.")
+    port: int = Field(default=8080, ge=0, le=65535, description="Port to listen on.")
     token: str | None = Field(
         default=None,
         min_length=1,
@@ -37,7 +39,11 @@ class InstanceConfig(BaseModel):
     model_config = STRICT
     # A process silent this long (dead, hung, paused) loses what it holds to the others: its
     # messages on the wire become `unknown`, the rest, its files and its polls are taken over.
-    lease: Duration = 30.0
+    lease: Duration = Field(
+        default=30.0,
+        description="A process silent this long (dead, hung) loses what it holds to the others: its sends "
+        "on the wire become unknown, its files, polls and unsent messages are taken over.",
+    )
 
     @field_validator("lease")
     @classmethod
@@ -48,25 +54,57 @@ class InstanceConfig(BaseModel):
 
 
 class LogConfig(BaseModel):
+    """How log lines are written."""
+
     model_config = STRICT
-    format: Literal["console", "json"] = "console"
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["console", "json"] = Field(
+        default="console", description="console: lines for people; json: one JSON object a line."
+    )
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="The least important level written."
+    )
 
 
 class ConnectorConfig(BaseModel):
     model_config = STRICT
-    state: str = "sqlite:///connector.db"
-    server: ServerConfig = ServerConfig()
-    log: LogConfig = LogConfig()
+    state: str = Field(
+        default="sqlite:///connector.db",
+        description="The send ledger: sqlite:///connector.db, or postgresql://user:password@host:5432/db "
+        "for instances on several hosts. Never delete it: it is what stops double sends.",
+    )
+    server: ServerConfig = Field(default=ServerConfig(), description="The server of `connector run`.")
+    log: LogConfig = Field(default=LogConfig(), description="Log lines: console or json, and the level.")
     # SIGTERM: requests already sent get this long to be answered; queued sends stay pending.
-    shutdown_grace: Duration = 10.0
+    shutdown_grace: Duration = Field(
+        default=10.0,
+        description="On SIGTERM, requests already sent get this long to be answered; queued sends stay "
+        "pending for the next start.",
+    )
     # The zone of send windows, scheduled times written without one, and budgets' days.
-    timezone: TimeZone = ZoneInfo("UTC")
-    suppress: list[SuppressConfig] = Field(default_factory=list)  # opt-out list files
-    instance: InstanceConfig = InstanceConfig()
-    sinks: dict[str, SinkConfig] = Field(default_factory=dict)
-    sources: dict[str, SourceConfig] = Field(default_factory=dict)
-    rules: list[RuleConfig] = Field(default_factory=list)
+    timezone: TimeZone = Field(
+        default=ZoneInfo("UTC"),
+        description="The zone of send windows, of scheduled times written without one, and of daily "
+        "budgets' days, e.g. Europe/Bucharest.",
+    )
+    suppress: list[SuppressConfig] = Field(
+        default_factory=list,
+        description="Opt-out list files: numbers in them are never sent to (skipped: opted out).",
+    )
+    instance: InstanceConfig = Field(
+        default=InstanceConfig(), description="Several processes sharing one ledger."
+    )
+    sinks: dict[str, SinkConfig] = Field(
+        default_factory=dict,
+        description="Where messages go, by name: robo_sms_ro, robo_sms_pk, or dry_run (sends nothing).",
+    )
+    sources: dict[str, SourceConfig] = Field(
+        default_factory=dict,
+        description="Where records come from, by name: csv_folder, google_sheets or webhook.",
+    )
+    rules: list[RuleConfig] = Field(
+        default_factory=list,
+        description="Which records get an SMS, to whom, with what text, through which sink.",
+    )
 
     def secrets(self) -> list[str]:
         found: list[str] = [self.server.token] if self.server.token else []
@@ -115,10 +153,10 @@ def unresolved_names(
         for where, value in listed:
             wanted = _name(value)
             if wanted is not None and wanted not in source_names:
-                problems.append(((i, *where), _missing("source", wanted, source_names)))
+                problems.append(((i, *where), missing_name("source", wanted, source_names)))
         wanted_sink = _name(rule.get("sink"))
         if wanted_sink is not None and wanted_sink not in sink_names:
-            problems.append(((i, "sink"), _missing("sink", wanted_sink, sink_names)))
+            problems.append(((i, "sink"), missing_name("sink", wanted_sink, sink_names)))
     return [(("rules", *path), message) for path, message in problems]
 
 
@@ -136,7 +174,8 @@ def _name(value: object) -> str | None:
     return None
 
 
-def _missing(kind: str, wanted: str, known: set[str]) -> str:
+def missing_name(kind: str, wanted: str, known: set[str]) -> str:
+    """`no sink named 'x' (did you mean 'y'? sinks: y, z)`."""
     listed = ", ".join(sorted(known)) or "none defined"
     close = difflib.get_close_matches(wanted, sorted(known), n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""

@@ -28,8 +28,11 @@ class _Where:
     branch: tuple[KeyPath, str] | None  # a plain union tried this branch at that path ('list[str]')
 
 
-def located(errors: list[ErrorDetails], data: Any) -> list[tuple[KeyPath, str]]:
-    found = [(_walk(e["loc"], data), e) for e in errors]
+def located(
+    errors: list[ErrorDetails], data: Any, root: type[BaseModel] = ConnectorConfig
+) -> list[tuple[KeyPath, str]]:
+    """(key path, message) per error of validating `data` as `root`."""
+    found = [(_walk(e["loc"], data, root), e) for e in errors]
     # A value matching no member of `str | list[str]` gets one error per member: keep the member its
     # shape was meant for (a list for a list), so the message speaks of the mistake that was made.
     meant: dict[KeyPath, bool] = {}
@@ -49,8 +52,8 @@ def located(errors: list[ErrorDetails], data: Any) -> list[tuple[KeyPath, str]]:
     return out
 
 
-def _walk(loc: tuple[int | str, ...], data: Any) -> _Where:
-    kind: Any = ConnectorConfig
+def _walk(loc: tuple[int | str, ...], data: Any, root: type[BaseModel]) -> _Where:
+    kind: Any = root
     model: Any = None
     node: Any = data
     path: list[str | int] = []

@@ -15,18 +15,21 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from dotenv import dotenv_values
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from connector.config import ConnectorConfig, KeyPath, keypath, unresolved_names
 from connector.config_errors import located
 from connector.errors import ConfigError, ConfigProblem, lower_first
 from connector.redact import Redactor
 from connector.rules import CompiledRule, RuleSyntaxError, compile_rule, text_problems
+from connector.types import UNSET_AS_WRITTEN
 from sources.webhook import WebhookConfig
+
+M = TypeVar("M", bound=BaseModel)
 
 CONFIG_ENV = "CONNECTOR_CONFIG"
 MIN_TOKEN_CHARS = 16  # server.token: shorter ones are worth guessing
@@ -48,13 +51,17 @@ def default_config_path(cli_value: str | None, environ: Mapping[str, str] | None
     return Path(cli_value or env.get(CONFIG_ENV) or DEFAULT_CONFIG)
 
 
-def load_config(path: Path, environ: Mapping[str, str] | None = None) -> LoadedConfig:
-    """Validate the file; `environ` (default: the process environment) wins over a `.env` beside it."""
-    doc = _Document(str(path))
-    text = _read(path, doc.file)
-    data = _parse(text, doc)
+def load_config(
+    path: Path, environ: Mapping[str, str] | None = None, *, unset_as_written: bool = False
+) -> LoadedConfig:
+    """Validate the file; `environ` (default: the process environment) wins over a `.env` beside it.
+
+    `unset_as_written`: a `${VAR}` that is not set stays as written instead of being an error
+    (`connector test` needs no credentials; a number or duration must still resolve)."""
+    data, doc = read_yaml(path)
     if data is None:
         raise ConfigError(doc.sorted_problems())
+    doc.unset_as_written = unset_as_written
     env = _environment(path.parent, os.environ if environ is None else environ, doc)
     data = _interpolate(data, (), env, doc)
     config = _validate(data, doc)
@@ -70,13 +77,15 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> LoadedC
 
 @dataclass
 class _Document:
-    """One config file being loaded: where each key sits, and what is wrong with it."""
+    """One YAML file being loaded: where each key sits, and what is wrong with it."""
 
     file: str
     lines: dict[KeyPath, int] = field(default_factory=dict)  # line of the key (or list item) per path
+    scalars: dict[KeyPath, str] = field(default_factory=dict)  # each plain value's text as written
     problems: list[ConfigProblem] = field(default_factory=list)
     substituted: dict[KeyPath, list[tuple[str, str]]] = field(default_factory=dict)  # (value, `${NAME}`)
     unresolved: set[KeyPath] = field(default_factory=set)  # a ${VAR} failed here: other errors only echo it
+    unset_as_written: bool = False  # an unset ${VAR} stays as written (see load_config)
 
     def line(self, path: KeyPath) -> int | None:
         """Line of the deepest key along `path` that the file has (a missing key: its parent's)."""
@@ -113,45 +122,68 @@ class _Document:
         return Redactor(shown_as=shown_as).text(message) if shown_as else message
 
 
+YamlDocument = _Document
+"""What `read_yaml` answers beside the data: lines, texts as written, problems (`add`)."""
+
+_CONFIG_TOP = "the top level must be a mapping of settings (state:, sinks:, sources:, rules:)"
+
+
 # ---- reading and parsing ---------------------------------------------------------------------
 
 
-def _read(path: Path, file: str) -> str:
+def read_yaml(
+    path: Path, *, what: str = "config file", top_level: str = _CONFIG_TOP
+) -> tuple[Any, YamlDocument]:
+    """A YAML file as plain data, with every key's line and every plain value's text noted in the
+    document, which also gathers the problems; the data is None when nothing further can be
+    checked. ConfigError when the file cannot be read at all. The config and the rule-test files
+    (connector/rule_test_file.py) are read with it."""
+    doc = _Document(str(path))
+    text = _read(path, doc.file, what)
+    return _parse(text, doc, what, top_level), doc
+
+
+def validate_located(model: type[M], data: Any, doc: YamlDocument) -> M | None:
+    """`data` as `model`, or None with each pydantic error added to `doc` at its key's line."""
+    try:
+        return model.model_validate(data, context={UNSET_AS_WRITTEN: doc.unset_as_written})
+    except ValidationError as exc:
+        for path, message in located(exc.errors(include_url=False), data, model):
+            doc.add(path, message)
+        return None
+
+
+def _read(path: Path, file: str, what: str = "config file") -> str:
     def fail(message: str, line: int | None = None) -> ConfigError:
         return ConfigError([ConfigProblem(file, line, "", message)])
 
     try:
         raw = path.read_bytes()
     except FileNotFoundError as exc:
+        if what != "config file":
+            raise fail(f"{what} does not exist") from exc
         hint = f"give another with `connector -c PATH` or ${CONFIG_ENV}"
         raise fail(f"config file does not exist ({hint})") from exc
     except IsADirectoryError as exc:
-        raise fail("is a folder, not a config file (give the file with `connector -c PATH`)") from exc
+        raise fail(f"is a folder, not a {what} (give the file with `connector -c PATH`)") from exc
     except OSError as exc:
-        raise fail(f"cannot read the config file: {lower_first(exc.strerror or str(exc))}") from exc
+        raise fail(f"cannot read the {what}: {lower_first(exc.strerror or str(exc))}") from exc
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise fail("is not UTF-8 text", raw[: exc.start].count(b"\n") + 1) from exc
 
 
-def _parse(text: str, doc: _Document) -> Any:
+def _parse(text: str, doc: _Document, what: str = "config file", top_level: str = _CONFIG_TOP) -> Any:
     """Plain data with every key's line recorded in `doc`; None when nothing further can be checked."""
     loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()
         if root is None:
-            doc.problems.append(ConfigProblem(doc.file, None, "", "config file is empty"))
+            doc.problems.append(ConfigProblem(doc.file, None, "", f"{what} is empty"))
             return None
         if not isinstance(root, yaml.MappingNode):
-            doc.problems.append(
-                ConfigProblem(
-                    doc.file,
-                    root.start_mark.line + 1,
-                    "",
-                    "the top level must be a mapping of settings (state:, sinks:, sources:, rules:)",
-                )
-            )
+            doc.problems.append(ConfigProblem(doc.file, root.start_mark.line + 1, "", top_level))
             return None
         return _Builder(loader, doc).build(root, (), root.start_mark.line + 1)
     except yaml.MarkedYAMLError as exc:
@@ -197,6 +229,8 @@ class _Builder:
             result = self._mapping(node, path)
             self.open_nodes.discard(id(node))
             return result
+        if isinstance(node, yaml.ScalarNode):
+            self.doc.scalars[path] = node.value
         return self.loader.construct_object(node)
 
     def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[str, Any]:
@@ -268,6 +302,8 @@ def _interpolate(data: Any, path: KeyPath, env: Mapping[str, str], doc: _Documen
         value = env.get(name)
         if has_default and not value:
             return default
+        if value is None and doc.unset_as_written:
+            return match.group(0)
         if value is None:
             failures.append(f"environment variable {name} is not set")
             return match.group(0)
@@ -288,12 +324,7 @@ def _interpolate(data: Any, path: KeyPath, env: Mapping[str, str], doc: _Documen
 
 
 def _validate(data: Any, doc: _Document) -> ConnectorConfig | None:
-    try:
-        return ConnectorConfig.model_validate(data)
-    except ValidationError as exc:
-        for path, message in located(exc.errors(include_url=False), data):
-            doc.add(path, message)
-        return None
+    return validate_located(ConnectorConfig, data, doc)
 
 
 # ---- checks on the whole file ------------------------------------------------------------------

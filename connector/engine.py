@@ -22,7 +22,7 @@ from connector.events import Event, Message, Outcome, Record
 from connector.ledger import Claim, Claimed, ClaimResult, Delivery, Entry, Ledger, State, Transition
 from connector.policy import PolicyContext
 from connector.policy_step import PolicyStep
-from connector.rules import CompiledRule
+from connector.rules import CompiledRule, rules_by_source
 from connector.send_queue import SendQueues
 from connector.status import failed, is_resend, of_duplicate, of_entry
 from sinks.base import STOPPED, Sink
@@ -70,7 +70,7 @@ class Engine:
         self.sinks = sinks
         self.ledger = ledger
         self.policy = PolicyStep(rules, context)
-        self._rules = _by_source(rules)
+        self._rules = rules_by_source(rules)
         self._gate = BatchGate()
         # Keys being sent by this process. Reserved synchronously, right after the ledger answered,
         # so two paths of this process never send one key; other processes are kept off by the
@@ -93,7 +93,7 @@ class Engine:
             on_wait = self.policy.on_wait
             self.policy = PolicyStep(rules, context)
             self.policy.on_wait = on_wait
-            self._rules = _by_source(rules)
+            self._rules = rules_by_source(rules)
             self.sinks = sinks
 
     async def process(self, records: Sequence[Record]) -> list[str | None]:
@@ -367,14 +367,6 @@ class Engine:
             by_sink[entry.sink].append(entry)
         results = await asyncio.gather(*(self._send_reserved(name, group) for name, group in by_sink.items()))
         return [e for group in results for e in group]
-
-
-def _by_source(rules: Sequence[CompiledRule]) -> dict[str, list[CompiledRule]]:
-    by_source: dict[str, list[CompiledRule]] = defaultdict(list)
-    for rule in rules:
-        for source in rule.sources:
-            by_source[source].append(rule)
-    return by_source
 
 
 def _events(count: int, found: Iterable[tuple[_Slot, bool, Entry]]) -> list[list[Event]]:

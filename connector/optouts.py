@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from connector import phones
 from connector.ledger import Ledger
@@ -30,9 +30,11 @@ class SuppressConfig(BaseModel):
     """One opt-out list file: a CSV whose `column` (default: the first) holds numbers."""
 
     model_config = STRICT
-    path: Path
-    column: str | None = None
-    country: str | None = None  # region of numbers written without a prefix
+    path: Path = Field(description="The CSV file, relative to the config file; re-read when it changes.")
+    column: str | None = Field(default=None, description="The column of the numbers; default: the first.")
+    country: str | None = Field(
+        default=None, description="Region of numbers written without a prefix, e.g. RO."
+    )
 
     @field_validator("country")
     @classmethod

@@ -10,10 +10,10 @@ import asyncio
 import functools
 import itertools
 import time
-from collections import defaultdict
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 
+from connector.assembly import budgets_of, build_sinks, build_sources
 from connector.config_loader import LoadedConfig
 from connector.events import Record
 from connector.http import make_client
@@ -22,8 +22,8 @@ from connector.optouts import OptOuts
 from connector.policy import Budget, PolicyContext
 from connector.policy_step import PolicyStep
 from connector.progress import at_most
-from connector.rules import CompiledRule
-from connector.runtime import budgets_of, build_sinks, build_sources
+from connector.rehearsal import rehearse
+from connector.rules import CompiledRule, rules_by_source
 from connector.segments import count_segments
 from policies.budget import day_of
 from sinks.base import Sink
@@ -44,10 +44,7 @@ async def preview(
     if unknown:
         print(f"no source named {', '.join(unknown)} (sources: {', '.join(sorted(config.sources))})")
         return 2
-    by_source: dict[str, list[CompiledRule]] = defaultdict(list)
-    for rule in loaded.rules:
-        for name in rule.sources:
-            by_source[name].append(rule)
+    by_source = rules_by_source(loaded.rules)
     now = time.time()
     async with make_client(8) as client:
         sinks = build_sinks(loaded, client)
@@ -102,28 +99,25 @@ def _preview_record(
     now: float,
 ) -> str:
     where = record.where or record.origin
-    if record.problem:
-        return f"{where}: would fail: {record.problem}"
-    if record.status and record.status.strip().lower() != "resend":
-        return f"{where}: already has a status, left alone: {record.status}"
+    outlook = rehearse(record, rules, sinks, step, now)
+    if outlook.problem:
+        return f"{where}: would fail: {outlook.problem}"
+    if outlook.kept:
+        return f"{where}: already has a status, left alone: {outlook.kept}"
     lines: list[str] = []
-    for rule in rules:
-        decision = rule.evaluate(record.row)
-        if decision is None:
-            continue
-        if decision.problem or decision.to is None or decision.text is None:
-            lines.append(f"{where}: rule {rule.name}: would fail: {decision.problem}")
+    for message in outlook.messages:
+        rule, decision = message.rule, message.decision
+        if message.recipient is None or decision.text is None:
+            lines.append(f"{where}: rule {rule.name}: {message.verdict}")
             continue
         info = count_segments(decision.text)
         sink = sinks.get(rule.sink)
-        recipient = sink.recipient(decision.to) if sink is not None else decision.to
         price = sink.cost(decision.text) if sink is not None else None
         cost = f", {price}" if price is not None else ""
-        verdict, _ = step.verdict(rule.name, rule.sink, decision, now)
         lines.append(
-            f"{where}: rule {rule.name} -> {rule.sink} to {recipient}: {decision.text!r}\n"
+            f"{where}: rule {rule.name} -> {rule.sink} to {message.recipient}: {decision.text!r}\n"
             f"    {info.segments} segment(s) {info.encoding}, {info.characters} characters{cost}\n"
-            f"    {verdict}{_limits(rule, decision.text, spend)}"
+            f"    {message.verdict}{_limits(rule, decision.text, spend)}"
         )
     return "\n".join(lines) if lines else f"{where}: no rule applies"
 

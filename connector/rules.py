@@ -10,6 +10,7 @@ the field and the reason, and never an exception: one bad row must not stop the 
 from __future__ import annotations
 
 import difflib
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -33,21 +34,47 @@ _REASON_LIMIT = 300  # a status cell is read by a person; a runaway message must
 
 
 class RuleConfig(BaseModel):
+    """One rule: which records of which sources get an SMS, to whom, with what text."""
+
     model_config = STRICT
-    name: str = Field(min_length=1)
-    source: str | list[str]
-    when: str | None = None
-    to: str
-    country: str | None = None  # region for numbers written without a prefix, e.g. RO or PK
-    message: str
-    sink: str
-    dedupe_window: Duration = SEVEN_DAYS
+    name: str = Field(min_length=1, description="A unique name; statuses and the ledger use it.")
+    source: str | list[str] = Field(description="The source it reads: a name or a list of names.")
+    when: str | None = Field(
+        default=None,
+        description="Jinja2 expression on `row`, e.g. row['Status'] == 'Confirmed'; the record gets an "
+        "SMS only when it is true. Default: every record.",
+    )
+    to: str = Field(description="Jinja2 template of the number, e.g. {{ row['Phone'] }}.")
+    country: str | None = Field(
+        default=None, description="Region of numbers written without a prefix, e.g. RO or PK."
+    )
+    message: str = Field(description="Jinja2 template of the SMS text.")
+    sink: str = Field(description="The sink that sends it.")
+    dedupe_window: Duration = Field(
+        default=SEVEN_DAYS,
+        description="The same number and text from this rule is not sent again within this long.",
+    )
     # Send policies (policies/): each reads its own keys.
-    send_window: SendWindow | None = None
-    send_at: str | None = None  # a template whose value is a date-time
-    send_offset: SignedDuration = 0.0
-    expire_after: Duration | None = None
-    max_per_recipient: CapSetting | None = None
+    send_window: SendWindow | None = Field(
+        default=None,
+        description="Quiet hours: outside this window a message waits (pending: quiet hours until ...).",
+    )
+    send_at: str | None = Field(
+        default=None,
+        description="Jinja2 template of a date-time, e.g. {{ row['Appointment'] }}: the message waits until "
+        "then (+ send_offset).",
+    )
+    send_offset: SignedDuration = Field(
+        default=0.0, description="Moves send_at; may be negative: -1d is the day before."
+    )
+    expire_after: Duration | None = Field(
+        default=None,
+        description="Not sent within this long after it was due: skipped: expired.",
+    )
+    max_per_recipient: CapSetting | None = Field(
+        default=None,
+        description="At most N messages to one number, from every rule, within PERIOD, e.g. 3/24h.",
+    )
 
     @property
     def sources(self) -> list[str]:
@@ -296,6 +323,15 @@ def compile_rule(rule: RuleConfig) -> CompiledRule:
 def compile_rules(rules: Sequence[RuleConfig]) -> list[CompiledRule]:
     """Every rule compiled, in order; the first that does not compile raises RuleSyntaxError."""
     return [compile_rule(rule) for rule in rules]
+
+
+def rules_by_source(rules: Sequence[CompiledRule]) -> dict[str, list[CompiledRule]]:
+    """The rules of each source, in the config's order."""
+    by_source: dict[str, list[CompiledRule]] = defaultdict(list)
+    for rule in rules:
+        for source in rule.sources:
+            by_source[source].append(rule)
+    return by_source
 
 
 def text_problems(rule: Mapping[str, object]) -> list[tuple[str, str]]:

@@ -6,9 +6,11 @@ import math
 import re
 from dataclasses import dataclass
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+DURATION_PATTERN = r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$"
+RATE_PATTERN = r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*(ms|s|m|h|d)\s*$"
+_DURATION = re.compile(DURATION_PATTERN)
 _SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*(ms|s|m|h|d)\s*$")
+_RATE = re.compile(RATE_PATTERN)
 
 
 def parse_duration(value: object) -> float:
@@ -26,6 +28,18 @@ def parse_duration(value: object) -> float:
     if not match:
         raise ValueError(f"{value!r} is not a duration: write it as 500ms, 2s, 5m, 1h or 7d")
     return float(match.group(1)) * _SECONDS[match.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as config.yaml writes them, in the largest unit that says them exactly: 7d, 5m, 500ms."""
+    sign, size = ("-" if seconds < 0 else ""), abs(seconds)
+    if size == 0:
+        return "0s"
+    for unit in ("d", "h", "m", "s"):
+        count = size / _SECONDS[unit]
+        if count >= 1 and count == int(count):
+            return f"{sign}{int(count)}{unit}"
+    return f"{sign}{size * 1000:g}ms" if size < 1 else f"{sign}{size:g}s"
 
 
 def parse_signed_duration(value: object) -> float:

@@ -11,6 +11,7 @@ from typing import Annotated, Protocol
 from pydantic import BeforeValidator, PlainSerializer
 
 from connector.policy import SEND, Candidate, Cap, Gate, PolicyContext, Verdict
+from connector.types import written_as
 from connector.units import parse_duration
 
 _CAP = re.compile(r"^\s*(\d+)\s*/\s*(\S+)\s*$")
@@ -29,7 +30,10 @@ def parse_cap(value: object) -> Cap:
 
 
 CapSetting = Annotated[
-    Cap, BeforeValidator(parse_cap), PlainSerializer(lambda c: c.written.replace(" per ", "/"))
+    Cap,
+    BeforeValidator(parse_cap),
+    PlainSerializer(lambda c: c.written.replace(" per ", "/")),
+    written_as({"type": "string", "pattern": _CAP.pattern}, examples=["3/24h", "1/7d"]),
 ]
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta, tzinfo
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from connector.policy import SEND, Candidate, PolicyContext, Verdict, utc, wait
-from connector.types import STRICT, TimeZone
+from connector.types import STRICT, TimeZone, written_as
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _FULL_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -68,12 +68,43 @@ def parse_time(value: object) -> time:
         raise ValueError(f"{value!r} is not a time of day: write HH:MM, e.g. 08:00 or 20:30") from None
 
 
+def _yaml_keys(schema: dict[str, Any]) -> None:
+    """The JSON Schema says `from` and `to`, as the YAML does."""
+    renamed = {"start": "from", "end": "to"}
+    schema["properties"] = {renamed.get(k, k): v for k, v in schema["properties"].items()}
+    schema["required"] = [renamed.get(k, k) for k in schema.get("required", [])]
+
+
+_CLOCK = written_as(
+    {"type": "string", "pattern": r"^\s*\d{1,2}(:\d{2})?\s*$"},
+    {"type": "integer", "minimum": 0},  # YAML 1.1 reads 08:00 unquoted as minutes (480)
+    examples=["08:00", "20:30"],
+)
+
+
 class SendWindow(BaseModel):
-    model_config = STRICT
-    days: frozenset[int] = frozenset(range(7))
-    start: time
-    end: time
-    timezone: TimeZone | None = None  # default: the top-level `timezone`
+    model_config = STRICT | ConfigDict(json_schema_extra=_yaml_keys)
+    days: Annotated[
+        frozenset[int],
+        written_as(
+            {"type": "string"},
+            {"type": "array", "items": {"type": "string"}},
+            examples=["mon-fri", "sat,sun", "daily", ["mon", "wed", "fri"]],
+        ),
+    ] = Field(
+        default=frozenset(range(7)),
+        description="Days it is open: mon-fri, sat,sun, daily, or a list of days.",
+        json_schema_extra={"default": "daily"},
+    )
+    start: Annotated[time, _CLOCK] = Field(
+        title="From", description='Opens at this time of day, HH:MM (quote it: "08:00").'
+    )
+    end: Annotated[time, _CLOCK] = Field(
+        title="To", description="Closes at this time of day, HH:MM; before `from`: the window spans midnight."
+    )
+    timezone: TimeZone | None = Field(
+        default=None, description="The zone of the times; default: the top-level timezone."
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -41,7 +41,12 @@ class SinkConfigBase(BaseModel):
 
     # The sink's own cost of a message a day (RO credits, PK SMS segments; messages for a sink
     # without a price), in the top-level timezone: never spent past (policies/budget.py).
-    daily_budget: int | None = Field(default=None, ge=1)
+    daily_budget: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most spent a day (RO credits, PK SMS segments, else messages), days in the top-level "
+        "timezone; over it messages wait for the next day.",
+    )
 
     def resolved(self, base_dir: Path) -> Self:
         """The config with its relative paths made absolute against the config file's folder."""

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import IO, Literal, Self
 
 import httpx
+from pydantic import Field
 
 from connector.errors import Fenced
 from connector.events import Message, Outcome
@@ -18,9 +19,14 @@ from sinks.base import STOPPED, SendingHook, SettledHook, Sink, SinkConfigBase
 
 
 class DryRunConfig(SinkConfigBase):
+    """Renders and records, sends nothing."""
+
     model_config = STRICT
-    type: Literal["dry_run"]
-    path: Path | None = None  # where the outbox JSON lines go; none: only the ledger records it
+    type: Literal["dry_run"] = Field(description="Renders and records, sends nothing.")
+    path: Path | None = Field(
+        default=None,
+        description="JSON-lines file each message is appended to; default: only the ledger records it.",
+    )
 
     def resolved(self, base_dir: Path) -> Self:
         if self.path is None or self.path.is_absolute():

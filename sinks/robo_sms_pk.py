@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 
 import httpx
 import structlog
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from connector.errors import AccountError, SinkError
 from connector.events import Cost, Message, Outcome
@@ -41,14 +41,21 @@ log = structlog.get_logger(__name__)
 
 
 class RoboSmsPkConfig(HttpSinkConfig):
+    """Robo SMS Pakistan (portal.robosms.pk)."""
+
     model_config = STRICT
-    type: Literal["robo_sms_pk"]
-    email: str
-    key: SecretStr
-    mask: str
-    url: str = "https://portal.robosms.pk/api"
-    encoding: Literal["json", "form"] = "json"
-    bulk: bool = True
+    type: Literal["robo_sms_pk"] = Field(description="Robo SMS Pakistan.")
+    email: str = Field(description="The account's e-mail.")
+    key: SecretStr = Field(description="The account's API key, e.g. ${ROBOSMS_PK_KEY}.")
+    mask: str = Field(description="The sender name (mask) the account may send as.")
+    url: str = Field(
+        default="https://portal.robosms.pk/api",
+        description="The API's base: send-message and check-balance live under it.",
+    )
+    encoding: Literal["json", "form"] = Field(default="json", description="How requests are sent.")
+    bulk: bool = Field(
+        default=True, description="The same text to many numbers goes as one request (multiple=1)."
+    )
 
 
 class RoboSmsPkSink(HttpSink):

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import httpx
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from connector.events import Cost, Message
 from connector.types import STRICT
@@ -21,11 +21,13 @@ from sinks.http_config import HttpSinkConfig
 
 
 class RoboSmsRoConfig(HttpSinkConfig):
+    """Robo SMS Romania (robo-sms.com)."""
+
     model_config = STRICT
-    type: Literal["robo_sms_ro"]
-    token: SecretStr
-    url: str = "https://robo-sms.com/api/sms/"
-    device_id: str | None = None
+    type: Literal["robo_sms_ro"] = Field(description="Robo SMS Romania.")
+    token: SecretStr = Field(description="The account's API token, e.g. ${ROBO_SMS_TOKEN}.")
+    url: str = Field(default="https://robo-sms.com/api/sms/", description="The send endpoint.")
+    device_id: str | None = Field(default=None, description="Send through this device of the account.")
 
 
 class RoboSmsRoSink(HttpSink):

@@ -26,7 +26,7 @@ from typing import IO
 from connector.events import Record
 from sources.csv_names import file_identity, free_names, is_candidate, reason_name, results_name
 from sources.csv_text import BadFile, detect_encoding, excel_sep_line
-from sources.tabular import DuplicateColumn, column_names
+from sources.tabular import DuplicateColumn, column_names, tabular_record
 
 __all__ = [  # BadFile is raised in csv_text; csv_folder takes the whole file format from here
     "BadFile",
@@ -106,13 +106,10 @@ class Layout:
         for name in self.names[fields:]:
             row[name] = ""
         problem = None if fields == width else f"row has {fields} fields, header has {width}"
-        key = None
-        if self.key_name is not None:
-            key = row[self.key_name].strip() or None
-            if key is None and problem is None:
-                problem = f"empty key column {self.key_name!r}"
-        status = row[self.status_name].strip() if self.status_existing else ""
-        return Record(source, row, origin, key=key, status=status, problem=problem, where=where)
+        status = self.status_name if self.status_existing else None
+        return tabular_record(
+            source, row, origin, key_column=self.key_name, status_column=status, where=where, problem=problem
+        )
 
     def result_cells(self, row: Row, status: str | None) -> list[str]:
         """The row as the results file writes it; `status` None keeps the status cell as it stands."""

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Literal, TypeAlias
 
 import structlog
+from pydantic import Field
 from watchdog.observers import Observer
 
 from connector.errors import SourceError
@@ -60,14 +61,24 @@ class _Taken:
 
 
 class CsvFolderConfig(SourceConfigBase):
+    """A folder an ERP drops CSV files into; each settled file is taken once."""
+
     model_config = STRICT
-    type: Literal["csv_folder"]
-    path: Path
-    pattern: str = "*.csv"
-    settle: Duration = 2.0  # a file unchanged this long is complete
-    key_column: str | None = None
-    status_column: str = "SMS Status"
-    rescan: Duration = 60.0  # safety net beside watchdog events (network shares can miss them)
+    type: Literal["csv_folder"] = Field(description="CSV files dropped into a folder.")
+    path: Path = Field(description="The folder, relative to the config file.")
+    pattern: str = Field(default="*.csv", description="Which files are taken.")
+    settle: Duration = Field(default=2.0, description="A file unchanged this long is complete.")
+    key_column: str | None = Field(
+        default=None,
+        description="A column that identifies a row (e.g. Order ID); default: a fingerprint of the message.",
+    )
+    status_column: str = Field(
+        default="SMS Status", description="The column of the results file that gets each row's status."
+    )
+    rescan: Duration = Field(
+        default=60.0,
+        description="Look at the folder again this often, beside file events (network shares can miss them).",
+    )
 
 
 class CsvFolderSource(Source):

@@ -40,7 +40,7 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from connector.errors import SourceError
 from connector.events import Record
@@ -59,19 +59,35 @@ _SPREADSHEET_URL = re.compile(r"/spreadsheets/d/([A-Za-z0-9_-]+)")
 
 
 class GoogleSheetsConfig(SourceConfigBase):
+    """A Google Sheet polled on a schedule; each row's status goes into its status cell."""
+
     model_config = STRICT
-    type: Literal["google_sheets"]
-    spreadsheet: str  # key, or the URL from the browser (reduced to its key)
-    worksheet: str | None = None  # title; default: the first worksheet
-    credentials: Path | None = None  # service-account key; default $GOOGLE_APPLICATION_CREDENTIALS
-    every: Duration | None = None  # default 60s when neither `every` nor `cron` is given
-    cron: str | None = None
-    header_row: int = 1
-    key_column: str | None = None
-    status_column: str = "SMS Status"
-    api_url: str = "https://sheets.googleapis.com"
-    timeout: Duration = 30.0  # per API request
-    max_retry_time: Duration = 120.0  # retries of one call (429, 5xx) give up after this
+    type: Literal["google_sheets"] = Field(description="A worksheet of a Google Sheet.")
+    spreadsheet: str = Field(description="The spreadsheet's key, or its URL from the browser.")
+    worksheet: str | None = Field(default=None, description="The worksheet's title; default: the first.")
+    credentials: Path | None = Field(
+        default=None,
+        description="Service-account key file (share the sheet with its e-mail); default: "
+        "$GOOGLE_APPLICATION_CREDENTIALS.",
+    )
+    every: Duration | None = Field(
+        default=None, description="Poll this often; 60s when neither every nor cron is given."
+    )
+    cron: str | None = Field(default=None, description='Or poll on a cron schedule, e.g. "*/5 * * * *".')
+    header_row: int = Field(default=1, description="The row that holds the column names.")
+    key_column: str | None = Field(
+        default=None, description="A column that identifies a row (strongly advised: rows move)."
+    )
+    status_column: str = Field(
+        default="SMS Status", description="The column that gets each row's status; added if missing."
+    )
+    api_url: str = Field(
+        default="https://sheets.googleapis.com", description="The Sheets API; an emulator's in tests."
+    )
+    timeout: Duration = Field(default=30.0, description="Timeout of one API request.")
+    max_retry_time: Duration = Field(
+        default=120.0, description="Retries of one call (429, 5xx) give up after this long."
+    )
 
     @field_validator("spreadsheet")
     @classmethod
@@ -156,6 +172,8 @@ class GoogleSheetsSource(Source):
         self._lock = asyncio.Lock()  # one poll at a time, whoever starts it
         self._held: dict[str, str] = {}  # statuses from write_back, written with the next poll
         self._scope = f"sheets:{name}"
+        # Statuses decided in another process (`connector resolve`) for the poller to write.
+        self._late_scope = f"sheets-late:{name}"
         self._hold = f"sheet:{name}"  # one instance polls at a time
         self._epoch: int | None = None  # of the hold, as this instance last took it
         self.job_id = f"google_sheets:{name}"
@@ -243,7 +261,8 @@ class GoogleSheetsSource(Source):
                 for row, status in zip(table.due, statuses, strict=True)
                 if status is not None and status != row.cell
             }
-            held = dict(self._held)
+            late = await self.ctx.notes.notes_in(self._late_scope)
+            held = {**late, **self._held}
             if not changed and not held:
                 return 0
             if not await self.ctx.holds.holding(self._hold, epoch):
@@ -263,6 +282,7 @@ class GoogleSheetsSource(Source):
                     del self._held[origin]
             for origin in resent:
                 await self.ctx.notes.set_note(self._scope, origin, "")
+            await self.ctx.notes.drop_notes(self._late_scope, list(late))
             return written
 
     async def _process(self, table: Table) -> list[str | None]:
@@ -358,7 +378,11 @@ class GoogleSheetsSource(Source):
 
     async def write_back(self, updates: Sequence[StatusUpdate]) -> None:
         if self._epoch is None:
-            return  # another instance polls: its next poll writes these from the ledger
+            # Not the poller: whichever instance polls next writes these (a pending cell is read
+            # again anyway, but a decision on a settled one would never be seen otherwise).
+            for update in updates:
+                await self.ctx.notes.set_note(self._late_scope, update.origin, update.status)
+            return
         for update in updates:
             if update.origin.startswith("sheet:"):
                 self._held[update.origin] = update.status

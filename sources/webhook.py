@@ -17,10 +17,10 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Literal, Self
 
 import structlog
-from pydantic import SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from connector.events import Event, Record
-from connector.types import STRICT
+from connector.types import STRICT, left_as_written
 from connector.web import HttpRoute
 from sources.base import Accept, DeliveryNote, Source, SourceConfigBase, SourceContext
 from sources.webhook_auth import Check, Refused, open_check, signature_check, token_check
@@ -40,16 +40,28 @@ RESERVED_PATHS = ("/healthz", "/metrics", "/events", "/openapi.json", "/records"
 
 
 class WebhookConfig(SourceConfigBase):
+    """HTTP POSTs from other systems (shop, CRM), served by `connector run`."""
+
     model_config = STRICT
-    type: Literal["webhook"]
-    path: str
-    secret: SecretStr | list[SecretStr] | None = None
-    token: SecretStr | None = None
-    auth: Literal["none"] | None = None
-    items: str | None = None
-    max_body: int = 1024 * 1024
-    key_column: str | None = None
-    status_column: str = "SMS Status"  # accepted for symmetry with the other sources; unused here
+    type: Literal["webhook"] = Field(description="JSON posted to a path of the server.")
+    path: str = Field(description="The path it is served on, e.g. /hooks/shop.")
+    secret: SecretStr | list[SecretStr] | None = Field(
+        default=None,
+        description="Standard Webhooks secret (whsec_...), or a list of them during a rotation.",
+    )
+    token: SecretStr | None = Field(default=None, description="Or a bearer token the caller sends.")
+    auth: Literal["none"] | None = Field(
+        default=None, description="none: accept unauthenticated requests (check warns about it)."
+    )
+    items: str | None = Field(
+        default=None,
+        description="Each element of this list in the body is one record; default: the body is one.",
+    )
+    max_body: int = Field(default=1024 * 1024, description="Largest body accepted, in bytes (else 413).")
+    key_column: str | None = Field(default=None, description="A field that identifies a record.")
+    status_column: str = Field(  # accepted for symmetry with the other sources; unused here
+        default="SMS Status", description="Unused: accepted as for the other sources."
+    )
 
     @model_validator(mode="after")
     def _one_auth(self) -> Self:
@@ -66,9 +78,13 @@ class WebhookConfig(SourceConfigBase):
 
     @field_validator("secret")
     @classmethod
-    def _usable_secret(cls, value: SecretStr | list[SecretStr] | None) -> SecretStr | list[SecretStr] | None:
+    def _usable_secret(
+        cls, value: SecretStr | list[SecretStr] | None, info: ValidationInfo
+    ) -> SecretStr | list[SecretStr] | None:
         # A field error (sources.x.secret), so an unset ${VAR} there is reported once, by name.
         for secret in value if isinstance(value, list) else [value] if value else []:
+            if left_as_written(secret.get_secret_value(), info):
+                continue
             try:
                 signature_check([secret.get_secret_value()])
             except Exception:  # noqa: BLE001 - the package raises several types for a bad secret

@@ -77,11 +77,13 @@ def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), "ROBO_SMS_TOKEN": TOKEN}
 
 
-def connector(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def connector(
+    *args: str, cwd: Path, timeout: float = 120, environ: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "connector", *args],
         cwd=cwd,
-        env=env(),
+        env=env() if environ is None else environ,
         text=True,
         capture_output=True,
         timeout=timeout,

@@ -58,6 +58,15 @@ APPLICATION = (
     "connector.access",  # server.token
     "connector.masking",  # numbers as the server and the status page show them
     "connector.page.*",  # the status page
+    "connector.rehearsal",
+    "connector.rule_test_file",
+    "connector.rule_tests",
+    "connector.schema",
+    "connector.assembly",
+    "connector.batch_gate",
+    "connector.entries",
+    "connector.reload",
+    "connector.resolve",
 )
 CORE = "connector"
 PLUGIN_PACKAGES = ("sources", "sinks", "policies")

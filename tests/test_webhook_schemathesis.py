@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 from connector import openapi
+from connector.assembly import build_sources
 from connector.config_loader import load_config
-from connector.runtime import build_sources
 from sources.base import SourceContext
 from tests.helpers import MemoryNotes
 from tests.webhook_support import HOOK_TOKEN, OUTBOX, config_text, serve
