@@ -142,7 +142,7 @@ class Metrics:
     async def render(
         self, ledger: Ledger, sinks: Mapping[str, Sink], context: PolicyContext | None = None
     ) -> bytes:
-        counts = await ledger.counts()
+        counts = await ledger.counts_aside()  # every row: never in the writer's turn
         self.ledger_entries.clear()  # a (source, rule) gone from the ledger must not linger
         for row in counts:
             self.ledger_entries.labels(row.source, row.rule, row.state.value).set(row.count)
