@@ -17,9 +17,20 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.emulators.keys import service_account_file
 from tests.emulators.robo_ro import RoEmulator
 from tests.emulators.server import EmulatorServer
-from tests.helpers import TOKEN, free_port, read_results, ro_config, start_connector, wait_for, write_orders
+from tests.emulators.sheets import SheetsEmulator
+from tests.helpers import (
+    TOKEN,
+    free_port,
+    read_results,
+    ro_config,
+    ro_mobile,
+    start_connector,
+    wait_for,
+    write_orders,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -171,3 +182,61 @@ def test_an_edit_during_a_slow_batch_loses_and_doubles_nothing(
     # The batches in hand kept the text they began with; the file after the reload has the new one.
     assert all(t.startswith("Hello") for t in texts[-2:])
     assert sum(t.startswith("Hi ") for t in texts) >= 2
+
+
+def _status(sheets: SheetsEmulator, order: str) -> str:
+    for row in sheets.values("1ReloadSheet", "Orders"):
+        if row[0] == order:
+            return row[4] if len(row) > 4 else ""
+    return ""
+
+
+def test_a_sheet_whose_settings_did_not_change_is_not_reopened(tmp_path: Path) -> None:
+    sheets = SheetsEmulator()
+    header = ["Order ID", "Name", "Phone", "Status", "SMS Status"]
+    sheets.add_spreadsheet(
+        "1ReloadSheet", {"Orders": [header, ["A-1", "Ana", ro_mobile(1), "Confirmed", ""]]}
+    )
+    with EmulatorServer(sheets) as api:
+        key = service_account_file(tmp_path / "keys", f"{api}/token")
+        port = free_port()
+        config = tmp_path / "config.yaml"
+        config.write_text(f"""state: sqlite:///connector.db
+log: {{format: json, level: info}}
+server: {{port: {port}}}
+sinks:
+  out: {{type: dry_run, path: outbox.jsonl}}
+sources:
+  orders:
+    type: google_sheets
+    spreadsheet: 1ReloadSheet
+    worksheet: Orders
+    credentials: {key.relative_to(tmp_path)}
+    key_column: Order ID
+    api_url: {api}
+    every: 1s
+rules:
+  - name: confirm
+    source: orders
+    to: "{{{{ row['Phone'] }}}}"
+    country: RO
+    message: "Hi {{{{ row['Name'] }}}}"
+    sink: out
+""")
+        log = tmp_path / "connector.log"
+        process = start_connector("run", "-c", "config.yaml", cwd=tmp_path, log=log)
+        try:
+            wait_for(lambda: _status(sheets, "A-1").startswith("sent "), what="the first row sent")
+            opened = {kind: sheets.counts[kind] for kind in ("token", "metadata")}
+            staged = tmp_path / "config.swp"
+            staged.write_text(config.read_text().replace('"Hi {{ row', '"Hello {{ row'))
+            os.replace(staged, config)
+            wait_for(lambda: "config reloaded" in log.read_text(), what="the reload")
+            sheets.insert_rows("1ReloadSheet", "Orders", 2, [["A-2", "Ion", ro_mobile(2), "Confirmed", ""]])
+            wait_for(lambda: _status(sheets, "A-2").startswith("sent "), what="the new row")
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0
+        assert {kind: sheets.counts[kind] for kind in ("token", "metadata")} == opened  # not re-opened
+        sent = [json.loads(line)["text"] for line in (tmp_path / "outbox.jsonl").read_text().splitlines()]
+        assert sent == ["Hi Ana", "Hello Ion"]
