@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import ROOT, free_port, median, ro_mobile
+from bench.common import ROOT, free_port, median, ro_mobile, wait_healthy
 from tests.emulators.robo_ro import RoEmulator
 from tests.emulators.server import EmulatorServer
 
@@ -76,16 +76,7 @@ def run() -> dict[str, float]:
         stop = threading.Event()
         poster = threading.Thread(target=_post, args=(port, stop), daemon=True)
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("connector run did not start")
-                time.sleep(0.05)
+            wait_healthy(f"http://127.0.0.1:{port}", process)
             poster.start()
             emulator.wait_accepted(50)
             took: list[float] = []

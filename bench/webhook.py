@@ -32,9 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from bench.common import ROOT, emulator_process, free_port
+from bench.common import ROOT, emulator_process, free_port, wait_healthy
 
 SECRET = "whsec_" + base64.b64encode(b"bench secret of thirty-two bytes").decode()
 PATH = "/hooks/shop"
@@ -111,19 +109,6 @@ def _stop(proc: subprocess.Popen[str]) -> None:
         proc.wait(timeout=10)
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise RuntimeError("the connector did not start serving")
-        time.sleep(0.1)
-
-
 @contextlib.contextmanager
 def baseline_server() -> Iterator[tuple[str, int]]:
     proc = subprocess.Popen(
@@ -159,7 +144,7 @@ def connector_server(folder: Path, ro_url: str, concurrency: int) -> Iterator[tu
         )
         try:
             url = f"http://127.0.0.1:{port}"
-            _wait_healthy(url, proc)
+            wait_healthy(url, proc)
             yield url, proc.pid
         finally:
             _stop(proc)
