@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
@@ -92,6 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Once, on stderr: the console log would only say the same line again.
         print(f"connector {args.command}: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `connector status | head`: the reader had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more at exit either
+        return 0
     except KeyboardInterrupt:
         return 130
 
