@@ -15,11 +15,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from connector.config_loader import LoadedConfig
-from connector.ledger import Decision, Entry, Resolution, State, Verdict
+from connector.ledger import Decision, Entry, Resolution, SqlLedger, State, Verdict
+from connector.ledger.keys import is_id_prefix
 from connector.runtime import Runtime
 from connector.status import of_entry
 
 __all__ = ["Asked", "Verdict", "resolve"]
+
+ID_DIGITS = 32  # an event id: 128 bits in hex
 
 
 @dataclass(frozen=True)
@@ -69,12 +72,14 @@ async def resolve(loaded: LoadedConfig, asked: Asked) -> int:
     runtime = await Runtime.open(loaded)
     try:
         ledger = runtime.ledger
-        keys = list(asked.ids) or await ledger.unknown_keys(asked.sources, asked.rules)
-        if not keys:
+        keys, unclear = await _full_ids(ledger, asked.ids)
+        if not asked.ids:
+            keys = await ledger.unknown_keys(asked.sources, asked.rules)
+        if not keys and not unclear:
             print("no unknown messages" + _among(asked))
             return 0
         decision = Decision(asked.verdict, asked.note, who(), asked.force)
-        results = await ledger.resolve(keys, decision)
+        results = unclear + await ledger.resolve(keys, decision)
         decided = [r.entry for r in results if not r.refused and r.entry is not None]
         if asked.verdict is Verdict.RESEND and decided:
             decided = await runtime.engine.send_claimed(decided)
@@ -92,6 +97,27 @@ async def resolve(loaded: LoadedConfig, asked: Asked) -> int:
         return 1 if refused else 0
     finally:
         await runtime.close()
+
+
+SHORTEST_ID = 8  # hex digits: fewer would name many messages in a big ledger
+
+
+async def _full_ids(ledger: SqlLedger, ids: Sequence[str]) -> tuple[list[str], list[Resolution]]:
+    """Ids as a person copied them (the status page shows the first 12 digits): a unique prefix
+    names its message; a prefix of several is refused as ambiguous, never guessed."""
+    short = [i for i in ids if SHORTEST_ID <= len(i) < ID_DIGITS and is_id_prefix(i.lower())]
+    found = await ledger.full_keys(short)
+    keys: list[str] = []
+    unclear: list[Resolution] = []
+    for given in ids:
+        matches = found.get(given)
+        if matches is None or not matches:
+            keys.append(given)  # a whole id, or one the ledger does not know (said as such)
+        elif len(matches) == 1:
+            keys.append(matches[0])
+        else:
+            unclear.append(Resolution(given, None, "several messages have ids starting so: give more digits"))
+    return keys, unclear
 
 
 def _among(asked: Asked) -> str:

@@ -98,3 +98,10 @@ async def test_a_wait_is_kept_in_the_history_and_a_plain_send_writes_none(ledger
     await ledger.record([Transition("p", State.SENT, "id-1", plain.created_at)])
     assert [s.state for s in await ledger.history("p")] == ["claimed", "sent"]
     assert await ledger.history("nothing") == []
+
+
+async def test_an_id_cut_short_names_its_message_when_it_is_the_only_one(ledger: SqlLedger) -> None:
+    for key in ("abc123", "abc124", "ffff01"):
+        await ledger.claim([claim(key, origin=f"f:{key}")])
+    found = await ledger.full_keys(["abc12", "abc123", "ffff", "0000"])
+    assert found == {"abc12": ["abc123", "abc124"], "abc123": ["abc123"], "ffff": ["ffff01"], "0000": []}

@@ -15,7 +15,8 @@ import psycopg
 import pytest
 
 from connector.ledger import Claim, Decision, SqlLedger, State, Transition, Verdict, open_ledger
-from connector.ledger.views import Cursor, key_range, plan_sql
+from connector.ledger.keys import key_range
+from connector.ledger.views import Cursor, plan_sql
 from tests.ledgers import BACKENDS, ledger_url, raw_sql
 
 T0 = 1_700_000_000.0

@@ -70,7 +70,7 @@ def test_an_unknown_resolved_as_sent_is_written_back_and_nothing_more_is_sent(
     [key] = _unknown_ids(tmp_path)
 
     done = connector(
-        "resolve", key, "--as", "sent", "--note", "customer confirmed", "-c", "config.yaml", cwd=tmp_path
+        "resolve", key[:12], "--as", "sent", "--note", "customer confirmed", "-c", "config.yaml", cwd=tmp_path
     )
     assert done.returncode == 0, done.stderr
     assert "resolved by hand" in done.stdout and "1 decided as sent" in done.stderr

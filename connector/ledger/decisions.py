@@ -16,6 +16,7 @@ from enum import StrEnum
 
 from connector.ledger.base import Entry, State
 from connector.ledger.claims import COLUMNS, entry_of
+from connector.ledger.keys import key_range
 from connector.ledger.steps import Now, Program, Rows, Run, RunMany, rows_in
 
 
@@ -145,6 +146,18 @@ def unknown_keys(sources: Sequence[str], rules: Sequence[str], limit: int) -> Pr
         f"SELECT key FROM sends WHERE {' AND '.join(where)} ORDER BY updated_at LIMIT ?", [*params, limit]
     )
     return [str(r[0]) for r in rows]
+
+
+def full_keys(prefixes: Sequence[str]) -> Program[dict[str, list[str]]]:
+    """The keys each prefix names (at most two: one is an answer, two say it is ambiguous). The
+    status page shows ids cut short; a person pastes what they see."""
+    found: dict[str, list[str]] = {}
+    for prefix in prefixes:
+        low, high = key_range(prefix.lower())
+        bound, params = ("key >= ? AND key < ?", [low, high]) if high is not None else ("key >= ?", [low])
+        rows = yield Rows(f"SELECT key FROM sends WHERE {bound} ORDER BY key LIMIT 2", params)
+        found[prefix] = [str(r[0]) for r in rows]
+    return found
 
 
 def history(key: str) -> Program[list[Step]]:

@@ -272,6 +272,9 @@ class SqlLedger(Ledger, abc.ABC):
     ) -> list[str]:
         return await self._read(lambda: decisions.unknown_keys(sources, rules, limit))
 
+    async def full_keys(self, prefixes: Sequence[str]) -> dict[str, list[str]]:
+        return await self._read(lambda: decisions.full_keys(prefixes)) if prefixes else {}
+
     async def resolve(self, keys: Sequence[str], decision: Decision) -> list[Resolution]:
         """A person's decision on these messages (see decisions.py for what is refused)."""
         me = self.instance_id

@@ -17,7 +17,6 @@ one read, and none of them reads more than a page of rows, whatever the size of 
 from __future__ import annotations
 
 import math
-import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,10 +25,10 @@ from connector.ledger import gates
 from connector.ledger.base import Entry
 from connector.ledger.claims import COLUMNS, entry_of
 from connector.ledger.decisions import Step, history
+from connector.ledger.keys import is_id_prefix, key_range
 from connector.ledger.steps import Program, Rows
 
 ATTENTION = "state IN ('failed', 'unknown')"  # literal, so that `sends_attention` is used
-HEX = frozenset(string.hexdigits.lower())
 ID_SEARCH_MIN = 6  # hex digits before an id search looks beyond the attention set (few rows then)
 ID_MATCHES = 10
 
@@ -86,24 +85,6 @@ class Overview:
     holders: list[Holder]
     instances: list[Running]
     spent: dict[str, int]  # by sink, on the day asked for
-
-
-def key_range(prefix: str) -> tuple[str, str | None]:
-    """[low, high) of the keys starting with `prefix` (lower-case hex); high None: to the end.
-
-    The bound is the prefix with its last digit raised (with carry), not a sentinel character:
-    under a language collation (PostgreSQL's default) punctuation sorts unlike in bytes."""
-    digits = "0123456789abcdef"
-    head = prefix
-    while head and head[-1] == "f":
-        head = head[:-1]
-    if not head:
-        return prefix, None
-    return prefix, head[:-1] + digits[digits.index(head[-1]) + 1]
-
-
-def is_id_prefix(text: str) -> bool:
-    return bool(text) and set(text) <= HEX
 
 
 def _search(text: str) -> tuple[str, list[Any]]:
