@@ -11,6 +11,7 @@ import httpx
 
 from connector.config_loader import LoadedConfig
 from connector.policy import Budget
+from connector.stop_signal import StopSignal
 from sinks import REGISTERED as SINKS
 from sinks.base import Sink
 from sources import REGISTERED as SOURCES
@@ -38,7 +39,8 @@ def build_sources(
 def build_source(loaded: LoadedConfig, name: str, ctx: SourceContext) -> Source:
     """One source, with a stop of its own: a reload can stop it alone (the runtime's stop stops all)."""
     cfg = loaded.config.sources[name]
-    own = dataclasses.replace(ctx, stopping=asyncio.Event())
+    stop = ctx.stopping.child() if isinstance(ctx.stopping, StopSignal) else asyncio.Event()
+    own = dataclasses.replace(ctx, stopping=stop)
     return _SOURCE_OF_MODEL[type(cfg)](name, cfg, own)
 
 

@@ -37,6 +37,7 @@ from connector.policy import PolicyContext
 from connector.reload import Reloader
 from connector.server import HttpServer, build_app
 from connector.status import of_entry
+from connector.stop_signal import StopSignal
 from connector.web import HttpRoute
 from sinks.base import Sink
 from sources.base import Source, SourceContext, StatusUpdate
@@ -89,7 +90,7 @@ class Runtime:
             engine = Engine(rules, sinks, ledger, context=context)
             if any(rule.config.max_per_recipient for rule in rules):
                 await ledger.count_by_number()
-            stopping = asyncio.Event()
+            stopping = StopSignal()  # each source's own stop is set with it, in the same call
             ctx = SourceContext(
                 process=engine.process,
                 notes=ledger,
@@ -308,6 +309,8 @@ class Runtime:
         source.ctx.stopping.set()
         with contextlib.suppress(Exception):  # its error was logged where it happened
             await task
+        if isinstance(self.stopping, StopSignal):
+            self.stopping.forget(source.ctx.stopping)
 
     def _serving(self, route: HttpRoute) -> HttpRoute:
         """`route`, answered by whichever source serves its path now (a reload may replace it)."""

@@ -67,6 +67,7 @@ APPLICATION = (
     "connector.entries",
     "connector.reload",
     "connector.resolve",
+    "connector.stop_signal",
 )
 CORE = "connector"
 PLUGIN_PACKAGES = ("sources", "sinks", "policies")
