@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import structlog
 
 from connector.errors import LedgerUnavailable
-from connector.ledger import decisions, programs, views
+from connector.ledger import decisions, lists, programs, views
 from connector.ledger import gates as gates_program
 from connector.ledger.base import (
     Claim,
@@ -225,13 +225,13 @@ class SqlLedger(Ledger, abc.ABC):
         return await self._read(lambda: gates_program.spent(day))
 
     async def optout_add(self, numbers: Sequence[str], note: str = "") -> int:
-        return await self._write(lambda: programs.optout_add(numbers, note)) if numbers else 0
+        return await self._write(lambda: lists.optout_add(numbers, note)) if numbers else 0
 
     async def optout_remove(self, numbers: Sequence[str]) -> int:
-        return await self._write(lambda: programs.optout_remove(numbers)) if numbers else 0
+        return await self._write(lambda: lists.optout_remove(numbers)) if numbers else 0
 
     async def optouts(self) -> list[tuple[str, float, str]]:
-        return await self._read(programs.optouts)
+        return await self._read(lists.optouts)
 
     # -- reading and notes ---------------------------------------------------------------------------
 
@@ -281,17 +281,17 @@ class SqlLedger(Ledger, abc.ABC):
         return await self._write(lambda: decisions.resolve(keys, decision, me)) if keys else []
 
     async def get_note(self, scope: str, key: str) -> str | None:
-        return await self._read(lambda: programs.get_note(scope, key))
+        return await self._read(lambda: lists.get_note(scope, key))
 
     async def set_note(self, scope: str, key: str, value: str) -> None:
-        await self._write(lambda: programs.set_note(scope, key, value))
+        await self._write(lambda: lists.set_note(scope, key, value))
 
     async def notes_in(self, scope: str) -> dict[str, str]:
-        return await self._read(lambda: programs.notes_in(scope))
+        return await self._read(lambda: lists.notes_in(scope))
 
     async def drop_notes(self, scope: str, keys: Sequence[str]) -> None:
         if keys:
-            await self._write(lambda: programs.drop_notes(scope, keys))
+            await self._write(lambda: lists.drop_notes(scope, keys))
 
     async def ping(self) -> None:
         await self._read(programs.ping)
