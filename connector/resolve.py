@@ -84,6 +84,11 @@ async def resolve(loaded: LoadedConfig, asked: Asked) -> int:
         if asked.verdict is Verdict.RESEND and decided:
             decided = await runtime.engine.send_claimed(decided)
         await runtime.write_back(decided)
+        for name in sorted({e.source for e in decided} & set(runtime.sources)):
+            try:  # a sheet's cells now, unless another instance polls it (then at its next poll)
+                await runtime.sources[name].flush()
+            except Exception as exc:  # noqa: BLE001 - the ledger has the decision; the poll writes it
+                print(f"source {name}: not written now ({exc}); its next poll writes it", file=sys.stderr)
         now = {e.key: e for e in decided}
         for result in results:
             print(_line(result, now.get(result.key)))

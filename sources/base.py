@@ -159,6 +159,10 @@ class Source(Plugin, abc.ABC):
     async def write_back(self, updates: Sequence[StatusUpdate]) -> None:
         """Statuses that changed after the batch was written (held messages sent later)."""
 
+    async def flush(self) -> None:
+        """Write now what `write_back` kept for a later pass, where this process may (a command
+        such as `connector resolve`, which takes no pass of its own)."""
+
     async def check(self, *, online: bool = True) -> str:
         """Prove the source can be read; a one-line summary. Raises SourceError when it cannot.
 

@@ -146,6 +146,16 @@ class _Write:
     add_header: bool
 
 
+def _write_of(table: Table, statuses: dict[str, str]) -> _Write:
+    return _Write(
+        statuses=statuses,
+        duplicates=frozenset(table.duplicates),
+        status_col=table.status_col,
+        key_col=table.key_col,
+        add_header=not table.status_exists,
+    )
+
+
 class GoogleSheetsSource(Source):
     config_model = GoogleSheetsConfig
     config: GoogleSheetsConfig
@@ -269,14 +279,7 @@ class GoogleSheetsSource(Source):
                 # Silent past its lease: the new poller writes these statuses from the ledger.
                 log.warning("sheet taken over by another instance; statuses left to it", source=self.name)
                 return 0
-            write = _Write(
-                statuses={**held, **changed},
-                duplicates=frozenset(table.duplicates),
-                status_col=table.status_col,
-                key_col=table.key_col,
-                add_header=not table.status_exists,
-            )
-            written = await self._blocking(self._locate_and_write, write)
+            written = await self._blocking(self._locate_and_write, _write_of(table, {**held, **changed}))
             for origin, status in held.items():
                 if self._held.get(origin) == status:
                     del self._held[origin]
@@ -284,6 +287,21 @@ class GoogleSheetsSource(Source):
                 await self.ctx.notes.set_note(self._scope, origin, "")
             await self.ctx.notes.drop_notes(self._late_scope, list(late))
             return written
+
+    async def flush(self) -> None:
+        """Statuses decided in this process (`connector resolve`) written now, unless another
+        instance polls the sheet: its next poll writes them from the ledger's notes."""
+        async with self._lock:
+            if await self.ctx.holds.hold(self._hold) is None:
+                return
+            try:
+                late = await self.ctx.notes.notes_in(self._late_scope)
+                if late:
+                    table = await self._blocking(self._read_table)
+                    await self._blocking(self._locate_and_write, _write_of(table, late))
+                    await self.ctx.notes.drop_notes(self._late_scope, list(late))
+            finally:
+                await self.ctx.holds.let_go(self._hold)
 
     async def _process(self, table: Table) -> list[str | None]:
         """A status per due row, a chunk at a time. Once stopping, no chunk is started after the

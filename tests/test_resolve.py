@@ -5,6 +5,7 @@ the results file, and `resend` sends exactly once more."""
 from __future__ import annotations
 
 import re
+import signal
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,16 @@ from tests.emulators.keys import service_account_file
 from tests.emulators.robo_ro import RoEmulator
 from tests.emulators.server import EmulatorServer
 from tests.emulators.sheets import SheetsEmulator
-from tests.helpers import TOKEN, connector, read_results, ro_config, ro_mobile, write_orders
+from tests.helpers import (
+    TOKEN,
+    connector,
+    read_results,
+    ro_config,
+    ro_mobile,
+    start_connector,
+    wait_for,
+    write_orders,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -157,14 +167,9 @@ def test_an_id_that_does_not_exist_is_refused(tmp_path: Path, url: str) -> None:
     assert missing.returncode == 1 and "no message with this id" in missing.stdout
 
 
-def test_a_decision_is_written_into_the_sheet_cell(tmp_path: Path, emulator: RoEmulator, url: str) -> None:
-    sheets = SheetsEmulator()
-    header = ["Order ID", "Name", "Phone", "Status", "SMS Status"]
-    rows = [[f"A-{i}", f"Customer {i}", ro_mobile(i), "Confirmed", ""] for i in range(2)]
-    sheets.add_spreadsheet("1ResolveSheet", {"Orders": [header, *rows]}, title="Shop")
-    with EmulatorServer(sheets) as api:
-        key = service_account_file(tmp_path / "keys", f"{api}/token")
-        (tmp_path / "config.yaml").write_text(f"""state: sqlite:///connector.db
+def _sheet_config(folder: Path, url: str, api: str, extra: str = "") -> None:
+    key = service_account_file(folder / "keys", f"{api}/token")
+    (folder / "config.yaml").write_text(f"""state: sqlite:///connector.db
 log: {{format: json, level: info}}
 sinks:
   ro: {{type: robo_sms_ro, token: "${{ROBO_SMS_TOKEN}}", url: "{url}/api/sms/", concurrency: 1, timeout: 5s}}
@@ -173,10 +178,10 @@ sources:
     type: google_sheets
     spreadsheet: 1ResolveSheet
     worksheet: Orders
-    credentials: {key.relative_to(tmp_path)}
+    credentials: {key.relative_to(folder)}
     key_column: Order ID
     api_url: {api}
-rules:
+{extra}rules:
   - name: confirm
     source: orders
     to: "{{{{ row['Phone'] }}}}"
@@ -184,6 +189,20 @@ rules:
     message: "Order {{{{ row['Order ID'] }}}} is confirmed."
     sink: ro
 """)
+
+
+def _sheet(rows: int) -> SheetsEmulator:
+    sheets = SheetsEmulator()
+    header = ["Order ID", "Name", "Phone", "Status", "SMS Status"]
+    table = [[f"A-{i}", f"Customer {i}", ro_mobile(i), "Confirmed", ""] for i in range(rows)]
+    sheets.add_spreadsheet("1ResolveSheet", {"Orders": [header, *table]}, title="Shop")
+    return sheets
+
+
+def test_a_decision_is_written_into_the_sheet_cell(tmp_path: Path, emulator: RoEmulator, url: str) -> None:
+    sheets = _sheet(2)
+    with EmulatorServer(sheets) as api:
+        _sheet_config(tmp_path, url, api)
         emulator.inject(Fault(drop="after_body", accept=True))
         assert connector("once", "-c", "config.yaml", cwd=tmp_path).returncode == 0
         assert sheets.values("1ResolveSheet", "Orders")[1][4].startswith("unknown: ")
@@ -201,9 +220,32 @@ rules:
             cwd=tmp_path,
         )
         assert done.returncode == 0, done.stderr
-        # The sheet is written by whichever instance polls it next (here: the next cron pass).
-        assert connector("once", "-c", "config.yaml", cwd=tmp_path).returncode == 0
-        cell = sheets.values("1ResolveSheet", "Orders")[1][4]
+        cell = sheets.values("1ResolveSheet", "Orders")[1][4]  # written by resolve: nobody polls
         assert cell.startswith("sent ") and cell.endswith(": seen in the portal)"), cell
         assert sheets.values("1ResolveSheet", "Orders")[2][4].startswith("sent ")
         assert len(emulator.accepted) == 2
+
+
+def test_a_sheet_another_instance_polls_gets_the_decision_at_its_next_poll(
+    tmp_path: Path, emulator: RoEmulator, url: str
+) -> None:
+    sheets = _sheet(1)
+    with EmulatorServer(sheets) as api:
+        _sheet_config(tmp_path, url, api, extra="    every: 1s\n")
+        emulator.inject(Fault(drop="after_body", accept=True))
+        log = tmp_path / "run.log"
+        running = start_connector("run", "-c", "config.yaml", cwd=tmp_path, log=log)
+        try:
+            cell = lambda: (sheets.values("1ResolveSheet", "Orders")[1] + [""] * 5)[4]  # noqa: E731
+            wait_for(lambda: cell().startswith("unknown: "), what="the unknown status")
+            [event] = _unknown_ids(tmp_path)
+            done = connector(
+                "resolve", event, "--as", "sent", "--note", "checked", "-c", "config.yaml", cwd=tmp_path
+            )
+            assert done.returncode == 0, done.stderr
+            wait_for(lambda: cell().startswith("sent "), what="the running instance's poll writing it")
+            assert cell().endswith(": checked)")
+        finally:
+            running.send_signal(signal.SIGTERM)
+            assert running.wait(timeout=30) == 0
+        assert len(emulator.accepted) == 1
