@@ -359,7 +359,7 @@ class Engine:
         """Send messages this instance has claimed (a `resend` decided by hand) the normal way:
         policies, gates, fencing, retries. Answers each as it now stands (still pending if held)."""
         async with self._gate.batch():
-            return await self._send_taken([e for e in entries if self._take(e) and e.sink in self.sinks])
+            return await self._send_taken([e for e in entries if e.sink in self.sinks and self._take(e)])
 
     async def _send_taken(self, pending: Sequence[Entry]) -> list[Entry]:
         by_sink: dict[str, list[Entry]] = defaultdict(list)
