@@ -52,8 +52,10 @@ class Runtime(Protocol):
     client: httpx.AsyncClient
     engine: Engine
     metrics: Metrics
-    stopping: asyncio.Event
     source_context: SourceContext | None
+
+    @property
+    def stopping(self) -> asyncio.Event: ...
 
     async def ask_account(self, name: str, sink: Sink) -> bool | None: ...
     async def stop_source(self, name: str) -> None: ...

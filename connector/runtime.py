@@ -59,7 +59,7 @@ class Runtime:
     engine: Engine
     sources: dict[str, Source]
     metrics: Metrics
-    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    stopping: StopSignal = field(default_factory=StopSignal)  # sets each source's own stop too
     scheduler: AsyncIOScheduler | None = None
     server: HttpServer | None = None  # while `run` serves HTTP
     _wake_at: float | None = None  # when the scheduler wakes for the next waiting message
@@ -67,7 +67,7 @@ class Runtime:
     _jobs: set[asyncio.Task[Any]] = field(default_factory=set)  # scheduled work in hand (retries)
     source_context: SourceContext | None = None  # what each source is lent (a stop of its own added)
     source_tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # while `run` runs them
-    _routes: dict[tuple[str, str], HttpRoute] = field(default_factory=dict)  # the source serving each
+    _routes: dict[str, HttpRoute] = field(default_factory=dict)  # by path: the source serving it now
 
     @classmethod
     async def open(
@@ -295,9 +295,7 @@ class Runtime:
         """Run `source` (in place of any source of that name: its routes now answer its paths)."""
         source.ctx.scheduler = self.scheduler
         self.sources[name] = source
-        for route in source.routes():
-            for method in route.methods:
-                self._routes[(route.path, method)] = route
+        self._take_paths(source)
         self.source_tasks[name] = asyncio.create_task(source.run(), name=f"source:{name}")
 
     async def stop_source(self, name: str) -> None:
@@ -309,15 +307,18 @@ class Runtime:
         source.ctx.stopping.set()
         with contextlib.suppress(Exception):  # its error was logged where it happened
             await task
-        if isinstance(self.stopping, StopSignal):
-            self.stopping.forget(source.ctx.stopping)
+        self.stopping.forget(source.ctx.stopping)
+
+    def _take_paths(self, source: Source) -> None:
+        """`source` answers its paths from now on (the server checked that no two share one)."""
+        for route in source.routes():
+            self._routes[route.path] = route
 
     def _serving(self, route: HttpRoute) -> HttpRoute:
         """`route`, answered by whichever source serves its path now (a reload may replace it)."""
-        key = (route.path, route.methods[0])
 
         async def endpoint(request: Request) -> Response:
-            return await self._routes[key].endpoint(request)
+            return await self._routes[route.path].endpoint(request)
 
         return dataclasses.replace(route, endpoint=endpoint)
 
@@ -325,9 +326,7 @@ class Runtime:
         """`server.host:port`: the server's own endpoints and every route a source contributes."""
         self.engine.observer = self.metrics.observe_send  # counted only where /metrics shows them
         for source in self.sources.values():
-            for route in source.routes():
-                for method in route.methods:
-                    self._routes[(route.path, method)] = route
+            self._take_paths(source)  # answered from the start; `start_source` says it again
         routes = [self._serving(route) for source in self.sources.values() for route in source.routes()]
         config = self.loaded.config.server
         page = StatusPage(self.ledger, self.engine, lambda: self.sources)  # the sources of a reload too
@@ -343,8 +342,6 @@ class Runtime:
         queued sends do not wait their turn, they are held at once."""
         grace = self.loaded.config.shutdown_grace
         log.info("stopping: taking no new work; requests on the wire get the grace", grace_s=grace)
-        for source in self.sources.values():
-            source.ctx.stopping.set()
         for sink in self.sinks.values():  # webhook deliveries see `stopping` too: 503 from now on
             sink.stop()
         left = await self.engine.stop_queued()
