@@ -398,8 +398,10 @@ class GoogleSheetsSource(Source):
         if self._epoch is None:
             # Not the poller: whichever instance polls next writes these (a pending cell is read
             # again anyway, but a decision on a settled one would never be seen otherwise).
-            for update in updates:
-                await self.ctx.notes.set_note(self._late_scope, update.origin, update.status)
+            # At once, not one after another: the ledger commits them together, not a commit each.
+            await asyncio.gather(
+                *(self.ctx.notes.set_note(self._late_scope, u.origin, u.status) for u in updates)
+            )
             return
         for update in updates:
             if update.origin.startswith("sheet:"):
