@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connector.ledger import gates
-from connector.ledger.base import Entry
+from connector.ledger.base import Entry, Instance
 from connector.ledger.claims import COLUMNS, entry_of
 from connector.ledger.decisions import Step, history
 from connector.ledger.keys import is_id_prefix, key_range
@@ -66,24 +66,12 @@ class Holder:
 
 
 @dataclass(frozen=True, slots=True)
-class Running:
-    """An instance registered in the ledger."""
-
-    id: str
-    host: str
-    pid: int
-    started_at: float
-    renewed_at: float
-    expires_at: float
-
-
-@dataclass(frozen=True, slots=True)
 class Overview:
     attention: list[Entry]  # failed and unknown, newest first, those the search matches
     more: Cursor | None  # the next page starts after this; None: this was the last page
     by_id: list[Entry]  # any state, whose id starts with the search (long enough hex searches only)
     holders: list[Holder]
-    instances: list[Running]
+    instances: list[Instance]  # what each holds is in `holders`
     spent: dict[str, int]  # by sink, on the day asked for
 
 
@@ -140,11 +128,12 @@ def holders() -> Program[list[Holder]]:
     return [Holder(str(r[0]), str(r[1]), float(r[2])) for r in rows]
 
 
-def running() -> Program[list[Running]]:
+def running() -> Program[list[Instance]]:
+    """The instances alone: the page shows holds apart, and needs no count of their messages."""
     rows = yield Rows(
         "SELECT id, host, pid, started_at, renewed_at, expires_at FROM instances ORDER BY started_at"
     )
-    return [Running(str(r[0]), str(r[1]), int(r[2]), float(r[3]), float(r[4]), float(r[5])) for r in rows]
+    return [Instance(str(r[0]), str(r[1]), int(r[2]), float(r[3]), float(r[4]), float(r[5])) for r in rows]
 
 
 def overview(search: str, after: Cursor | None, limit: int, day: str | None) -> Program[Overview]:
