@@ -11,11 +11,13 @@ import contextlib
 import os
 import secrets
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
+
+from connector.ledger import SqlLedger, open_ledger
 
 ADMIN_URL = os.environ.get("CONNECTOR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ("sqlite", "postgresql")
@@ -41,6 +43,17 @@ def ledger_url(backend: str, folder: Path) -> Iterator[str]:
     else:
         with fresh_postgres() as url:
             yield url
+
+
+@contextlib.asynccontextmanager
+async def joined(url: str, folder: Path) -> AsyncIterator[SqlLedger]:
+    """The ledger at `url`, as one instance with a lease, closed at the end."""
+    ledger = await open_ledger(url, folder)
+    await ledger.join(lease=30)
+    try:
+        yield ledger
+    finally:
+        await ledger.close()
 
 
 def raw_sql(url: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

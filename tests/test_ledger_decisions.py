@@ -7,20 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from connector.ledger import Decision, SqlLedger, State, Transition, Verdict, open_ledger
-from tests.ledgers import BACKENDS, ledger_url
+from connector.ledger import Decision, SqlLedger, State, Transition, Verdict
+from tests.ledgers import BACKENDS, joined, ledger_url
 from tests.test_ledger import claim
 
 
 @pytest.fixture(params=BACKENDS)
 async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlLedger]:
     with ledger_url(request.param, tmp_path) as url:
-        opened = await open_ledger(url, tmp_path)
-        await opened.join(lease=30)
-        try:
+        async with joined(url, tmp_path) as opened:
             yield opened
-        finally:
-            await opened.close()
 
 
 async def _unknown(ledger: SqlLedger, key: str) -> float:

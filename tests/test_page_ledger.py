@@ -17,7 +17,7 @@ import pytest
 from connector.ledger import Claim, Decision, SqlLedger, State, Transition, Verdict, open_ledger
 from connector.ledger.keys import key_range
 from connector.ledger.views import Cursor, plan_sql
-from tests.ledgers import BACKENDS, ledger_url, raw_sql
+from tests.ledgers import BACKENDS, joined, ledger_url, raw_sql
 
 T0 = 1_700_000_000.0
 
@@ -30,12 +30,8 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 async def ledger(url: str, tmp_path: Path) -> AsyncIterator[SqlLedger]:
-    opened = await open_ledger(url, tmp_path)
-    await opened.join(lease=30)
-    try:
+    async with joined(url, tmp_path) as opened:
         yield opened
-    finally:
-        await opened.close()
 
 
 def message(key: str, *, source: str = "erp", rule: str = "confirm", to: str = "+40740123456") -> Claim:
