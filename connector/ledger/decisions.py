@@ -17,7 +17,7 @@ from enum import StrEnum
 from connector.ledger.base import Entry, State
 from connector.ledger.claims import COLUMNS, entry_of
 from connector.ledger.keys import key_range
-from connector.ledger.steps import Now, Program, Rows, Run, RunMany, rows_in
+from connector.ledger.steps import Now, Program, Rows, Run, RunMany, marks, rows_in
 
 
 class Verdict(StrEnum):
@@ -83,9 +83,10 @@ def resolve(keys: Sequence[str], decision: Decision, me: str) -> Program[list[Re
         [(e.key, e.updated_at, e.state.value, e.detail, e.key, e.updated_at, e.state.value) for e in decided],
     )
     detail = hand_detail(decision.verdict, decision.note, decision.actor)
+    again = decision.verdict is Verdict.RESEND
+    state = State.PENDING if again else State(decision.verdict.value)
     for entry in decided:
-        state = State.PENDING if decision.verdict is Verdict.RESEND else State(decision.verdict.value)
-        if decision.verdict is Verdict.RESEND:
+        if again:
             # Claimed again by this process, as new: its earlier attempt's answers no longer apply,
             # and the policies and the budget look at it afresh before it leaves.
             changed = yield Run(
@@ -107,7 +108,6 @@ def resolve(keys: Sequence[str], decision: Decision, me: str) -> Program[list[Re
             "INSERT INTO history (key, at, state, detail, actor) VALUES (?, ?, ?, ?, ?)",
             [entry.key, now, decision.verdict.value, detail, decision.actor],
         )
-        again = decision.verdict is Verdict.RESEND
         after = dataclasses.replace(
             entry,
             state=state,
@@ -140,7 +140,7 @@ def unknown_keys(sources: Sequence[str], rules: Sequence[str], limit: int) -> Pr
     params: list[object] = []
     for column, names in (("source", sources), ("rule", rules)):
         if names:
-            where.append(f"{column} IN ({', '.join('?' * len(names))})")
+            where.append(f"{column} IN ({marks(len(names))})")
             params += names
     rows = yield Rows(
         f"SELECT key FROM sends WHERE {' AND '.join(where)} ORDER BY updated_at LIMIT ?", [*params, limit]
