@@ -206,9 +206,10 @@ def _profiler(probes: Probes, pid: int, seconds: float, out: Path | None) -> Ite
         "raw",
         "-o",
         str(out),
-        "--nonblocking",
         *shlex.split(probes.py_spy_args),
     ]
+    if "--native" not in args:  # py-spy reads native stacks only by pausing the process
+        args.append("--nonblocking")
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield

@@ -168,19 +168,20 @@ class WebhookSource(Source):
             error = "unauthorized" if exc.status == 401 else "bad_request"
             headers_out = {"www-authenticate": "Bearer"} if self.config.token is not None else {}
             return Reply(exc.status, {"error": error, "detail": exc.reason}, headers=headers_out)
+        scope = f"webhook:{self.name}"
         try:
             delivery = delivery_id(headers, body)
-            scope = f"webhook:{self.name}"
-            stored = await self.ctx.notes.get_note(scope, delivery)
-            if stored is not None:
-                first = json.loads(stored)
-                log.info("repeated delivery answered from the first", source=self.name, delivery=delivery)
-                return Reply(int(first["status"]), first["body"], replayed=True)
+        except BadDelivery as exc:
+            return self._rejected(exc)
+        try:
             require_json(headers)
             records = self.records(delivery, parse_body(body))
         except BadDelivery as exc:
-            log.info("webhook rejected", source=self.name, error=exc.answer.body["error"], detail=str(exc))
-            return exc.answer
+            # A delivery answered before keeps its first answer, whatever this copy holds. Looked
+            # up here only: the claim below finds a repeat itself, in the same transaction, so the
+            # 202's path makes one trip to the ledger, not two.
+            stored = await self.ctx.notes.get_note(scope, delivery)
+            return self._rejected(exc) if stored is None else self._replayed(delivery, stored)
 
         def answer(events: list[list[Event]]) -> dict[str, Any]:
             listed = [
@@ -198,13 +199,20 @@ class WebhookSource(Source):
             return json.dumps({"status": 202, "body": made[-1]})
 
         accepted = await accept(records, DeliveryNote(scope, delivery, note))
-        if accepted.replayed:  # another instance, or a retry, recorded this delivery a moment ago
-            first = json.loads(accepted.answer)
-            log.info("repeated delivery answered from the first", source=self.name, delivery=delivery)
-            return Reply(int(first["status"]), first["body"], replayed=True)
+        if accepted.replayed:  # a retry, or another instance took this delivery first
+            return self._replayed(delivery, accepted.answer)
         log.info("webhook accepted", source=self.name, delivery=delivery, records=len(records))
         self.activity.did(f"took {len(records)} record(s), delivery {delivery}")
         return Reply(202, made[-1], len(records))
+
+    def _rejected(self, exc: BadDelivery) -> Reply:
+        log.info("webhook rejected", source=self.name, error=exc.answer.body["error"], detail=str(exc))
+        return exc.answer
+
+    def _replayed(self, delivery: str, stored: str) -> Reply:
+        first = json.loads(stored)
+        log.info("repeated delivery answered from the first", source=self.name, delivery=delivery)
+        return Reply(int(first["status"]), first["body"], replayed=True)
 
     def records(self, delivery: str, payload: dict[str, Any]) -> list[Record]:
         rows: list[dict[str, Any]]

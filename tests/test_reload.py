@@ -152,6 +152,28 @@ def test_an_edited_rule_is_used_for_the_next_file_and_a_bad_edit_is_refused(
     assert TOKEN not in running.log.read_text()
 
 
+def test_a_save_in_place_is_seen_and_the_ledger_beside_the_config_wakes_nothing(
+    tmp_path: Path, emulator: RoEmulator, url: str
+) -> None:
+    # The watch listens for closed writes and renames only (the ledger's -wal file beside the
+    # config is modified by every commit); an editor that writes the file in place must still count.
+    running = Running(tmp_path, url)
+    try:
+        running.drop("first", 20, 0)
+        assert running.reloads("unchanged") == running.reloads("applied") == 0
+        running.config.write_text(
+            running.config.read_text().replace("Hi {{ row['Name'] }}, order", "Hey {{ row['Name'] }}, order")
+        )
+        wait_for(lambda: running.reloads("applied") == 1, what="the in-place save")
+        running.drop("second", 1, 100)
+        assert _texts(emulator)[-1].startswith("Hey Customer 100")
+        with (tmp_path / "config.yaml").open("a") as config:  # appended, closed: a save too
+            config.write("# a comment\n")
+        wait_for(lambda: running.reloads("unchanged") == 1, what="the appended comment")
+    finally:
+        running.stop()
+
+
 def test_an_edit_during_a_slow_batch_loses_and_doubles_nothing(
     tmp_path: Path, url: str, emulator: RoEmulator
 ) -> None:

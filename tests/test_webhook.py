@@ -68,6 +68,12 @@ async def test_replayed_webhook_id_gets_the_first_answer_and_sends_nothing(serve
     reused = await served.post("/hooks/signed", other, signed(other, "msg_replay"))
     assert again.status_code == reused.status_code == 202
     assert again.content == first.content == reused.content
+    # Its id again on a body that is no longer readable: still the first answer, not a 400.
+    broken = b'{"order": '
+    garbled = await served.post("/hooks/signed", broken, signed(broken, "msg_replay"))
+    assert (garbled.status_code, garbled.content) == (202, first.content)
+    fresh = await served.post("/hooks/signed", broken, signed(broken, "msg_fresh"))
+    assert fresh.status_code == 400 and fresh.json()["error"] == "invalid_json"
     await served.runtime.engine.drain()
     assert len(served.outbox()) == 1
 
