@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import sys
 from collections.abc import Coroutine, Sequence
@@ -65,7 +66,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The collector's first generation is collected after this many new objects (Python's default:
+# 700). A pass over a 100,000-row file keeps its records alive until their results are written,
+# and at 700 that set off ~20 full collections walking all of them: 2.3 s of collecting in a 15 s
+# `once` (timed with gc.callbacks), 0.5 s at 10,000, where no full collection is reached.
+YOUNG_OBJECTS = 10_000
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    gc.set_threshold(YOUNG_OBJECTS, *gc.get_threshold()[1:])
     args = _parser().parse_args(argv)
     if args.command == "schema":  # from the models: no config file needed
         from connector.schema import print_schema  # noqa: PLC0415 - as in _dispatch

@@ -53,11 +53,11 @@ def normalised(numbers: Sequence[str], country: str | None) -> tuple[list[str], 
     good: list[str] = []
     bad: list[str] = []
     for value in numbers:
-        found = phones.normalise(value, country)
-        if found.e164 is None:
+        found = phones.listed(value, country)
+        if found is None:
             bad.append(value)
         else:
-            good.append(found.e164)
+            good.append(found)
     return good, bad
 
 

@@ -80,6 +80,23 @@ def normalise(raw: str, region: str | None) -> PhoneResult:
     return PhoneResult(phonenumbers.format_number(number, PhoneNumberFormat.E164), None)
 
 
+def listed(raw: str, region: str | None) -> str | None:
+    """E.164 for a number on a list (opt-outs), or None when it is not one: parsed and formatted,
+    but not judged, uncached. A list is read once per change, and its 100,000 numbers must
+    neither pay for the mobile check (a landline on an opt-out list is harmless) nor push the
+    recipients out of `normalise`'s cache."""
+    text = raw.strip()
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    try:
+        number = phonenumbers.parse(text, region.upper() if region else None)
+    except NumberParseException:
+        return None
+    if number.extension or not phonenumbers.is_possible_number(number):
+        return None
+    return phonenumbers.format_number(number, PhoneNumberFormat.E164)
+
+
 def _parse_problem(exc: NumberParseException, text: str, region: str | None) -> str:
     if exc.error_type == NumberParseException.INVALID_COUNTRY_CODE:
         if region is None and not text.startswith("+"):

@@ -105,10 +105,12 @@ class Cap:
     written: str  # as in the config, for the reason: "3 per 24h"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Gate:
     """What the ledger checks for one message in the same transaction as every other's, right
-    before the requests leave, so that racing messages (and instances) can never pass together."""
+    before the requests leave, so that racing messages (and instances) can never pass together.
+    Built once a message and filled in by each gating policy: not frozen, because rebuilding a
+    frozen one per policy cost more than the rest of the step."""
 
     key: str
     recipient: str
@@ -124,7 +126,8 @@ class Gate:
 class Gating(Protocol):
     """A policy whose check needs the ledger: it says what to check, the ledger checks it."""
 
-    def gate(self, gate: Gate, candidate: Candidate, now: float) -> Gate: ...
+    def gate(self, gate: Gate, candidate: Candidate, now: float) -> None:
+        """Fill in what the ledger must check for this policy (the gate's own fields)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -120,7 +120,7 @@ class PolicyStep:
             candidate = Candidate(entry.rule, entry.sink, entry.recipient, entry.text, due_at=entry.due_at)
             gate = Gate(entry.key, entry.recipient)
             for policy in gating:
-                gate = policy.gate(gate, candidate, now)
+                policy.gate(gate, candidate, now)
             gates.append(gate)
         return gates
 

@@ -226,6 +226,8 @@ class Runtime:
     async def once(self) -> None:
         """One pass; SIGTERM stops it the way it stops `run` (SPEC "Stopping")."""
         self._install_signals(asyncio.get_running_loop())
+        gc.collect()
+        gc.freeze()  # as in `run`: start-up's objects (modules, rules, opt-out lists) are not walked
         work = asyncio.create_task(self._one_pass(), name="once")
         stop = asyncio.create_task(self.stopping.wait(), name="stop-signal")
         try:
@@ -234,6 +236,7 @@ class Runtime:
                 await self._wind_down([work])
         finally:
             stop.cancel()
+            gc.unfreeze()
         if not work.cancelled():
             work.result()  # an error of the pass is the command's error
 

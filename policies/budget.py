@@ -40,12 +40,12 @@ class BudgetPolicy:
     def check(self, candidate: Candidate, at: float) -> Verdict:
         return SEND  # only the ledger knows what was spent, right before the request leaves (`gate`)
 
-    def gate(self, gate: Gate, candidate: Candidate, now: float) -> Gate:
+    def gate(self, gate: Gate, candidate: Candidate, now: float) -> None:
         day, resumes = self._today
         if not day or now >= resumes or now < resumes - 86400 * 2:
             day, resumes = self._today = day_of(now, self.zone)
-        cost = self.budget.cost(candidate.text)
-        return Gate(gate.key, gate.recipient, gate.cap, self.sink, cost, self.budget.limit, day, resumes)
+        gate.sink, gate.cost, gate.limit = self.sink, self.budget.cost(candidate.text), self.budget.limit
+        gate.day, gate.resumes = day, resumes
 
 
 def budget_reason(limit: int, resumes: float) -> str:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from connector.phones import PhoneResult, normalise
+from connector.phones import PhoneResult, listed, normalise
 
 USABLE = [
     # raw, region, E.164
@@ -84,3 +84,24 @@ def test_results_are_cached_per_raw_value_and_region() -> None:
     assert (info.hits, info.misses) == (1, 2)
     assert other_region != first
     assert info.maxsize is not None  # bounded: a long-running webhook must not grow it forever
+
+
+@pytest.mark.parametrize(("raw", "region", "expected"), USABLE)
+def test_a_listed_number_reads_as_the_recipient_it_stops(raw: str, region: str | None, expected: str) -> None:
+    # An opt-out list entry must compare equal to the E.164 the rules make of the same number.
+    assert listed(raw, region) == normalise(raw, region).e164 == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "expected"),
+    [
+        ("0212345678", "RO", "+40212345678"),  # a landline on a list is harmless: kept
+        ("0740 123 456", None, None),  # no country to read it in
+        ("not a number", "RO", None),
+        ("", "RO", None),
+        ("07401", "RO", None),  # too short to be anyone's number
+        ("0740123456 ext. 12", "RO", None),
+    ],
+)
+def test_a_listed_value_that_is_no_number_is_none(raw: str, region: str | None, expected: str | None) -> None:
+    assert listed(raw, region) == expected
