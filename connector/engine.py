@@ -12,6 +12,7 @@ import hashlib
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 import structlog
@@ -103,9 +104,10 @@ class Engine:
 
     async def _process(self, records: Sequence[Record]) -> list[str | None]:
         judged = time.time()  # the policies judge the claims now: the sends that follow need no second look
-        statuses, slots, plan, _ = await self._claim_records(records)
+        statuses, slots, plan, claimed = await self._claim_records(records)
         if plan:
-            await asyncio.gather(*(self._send(sink, pairs, judged) for sink, pairs in plan.items()))
+            admitted = claimed.admitted
+            await asyncio.gather(*(self._send(sink, pairs, judged, admitted) for sink, pairs in plan.items()))
         by_record: dict[int, list[_Slot]] = defaultdict(list)
         for slot in slots:
             by_record[slot.record].append(slot)
@@ -235,6 +237,10 @@ class Engine:
 
             delivery = Delivery(note.scope, note.key, answer)
         claimed = await self.ledger.claim(claims, delivery)
+        if (on_wait := self.policy.on_wait) is not None:  # waiting from now, as claimed: wake for them
+            for result, entry in claimed.answers:
+                if result is ClaimResult.NEW and entry.not_before is not None:
+                    on_wait(entry.not_before)
         plan: SendPlan = defaultdict(list)
         if claimed.replayed is not None:  # only what the first delivery left to nobody
             for _, entry in claimed.answers:
@@ -262,23 +268,31 @@ class Engine:
         self._inflight.add(entry.key)
         return True
 
-    async def _send(self, sink_name: str, pairs: list[tuple[_Slot, Entry]], judged: float) -> None:
+    async def _send(
+        self, sink_name: str, pairs: list[tuple[_Slot, Entry]], judged: float, admitted: AbstractSet[str]
+    ) -> None:
         entries = [entry for _, entry in pairs]
-        finished = await self._send_reserved(sink_name, entries, judged)
+        finished = await self._send_reserved(sink_name, entries, judged, admitted)
         for (slot, _), entry in zip(pairs, finished, strict=True):
             slot.status = of_entry(entry)
             slot.entry = entry
 
     async def _send_reserved(
-        self, sink_name: str, entries: Sequence[Entry], judged: float | None = None
+        self,
+        sink_name: str,
+        entries: Sequence[Entry],
+        judged: float | None = None,
+        admitted: AbstractSet[str] = frozenset(),
     ) -> list[Entry]:
         """Send entries this process reserved in `_inflight`; answer each as it now stands.
-        `judged`: when this process's policies judged them (their claim), if it did."""
+        `judged`: when this process's policies judged them (their claim), if it did; `admitted`:
+        those the ledger let go as it recorded their claim (their gates passed then)."""
         keys = [e.key for e in entries]
         try:
             now = time.time()
             going, stay = self.policy.recheck(entries, now, judged)
-            if gates := self.policy.gates(going, now):  # caps, budgets: the ledger's to check, at once
+            # Caps, budgets: the ledger's to check, at once (unless it did as it recorded the claims).
+            if gates := self.policy.gates(going, now, admitted):
                 going, refused = self.policy.refused(going, await self.ledger.admit(gates))
                 stay += refused
             at = await self.ledger.record(stay) if stay else 0.0

@@ -159,6 +159,18 @@ def decide(
     the ledger) is checked again as it is: its due time is not worked out a second time.
     `schedulers`: those of `policies` that schedule, when the caller knows them already (asking
     a runtime-checkable Protocol for each message cost more than the policies themselves)."""
+    verdict, judged = judge(policies, candidate, now, schedulers)
+    return verdict, now if judged.due_at is None else judged.due_at
+
+
+def judge(
+    policies: Sequence[Policy],
+    candidate: Candidate,
+    now: float,
+    schedulers: Sequence[Scheduling] | None = None,
+) -> tuple[Verdict, Candidate]:
+    """As `decide`, answering the candidate as judged (its due time worked out), for the caller
+    to go on with (its gate) without building it again."""
     due = candidate.due_at
     if due is None:
         due = now
@@ -168,19 +180,19 @@ def decide(
             try:
                 due = policy.due(candidate, now)
             except ValueError as exc:
-                return fail(str(exc)), now
+                return fail(str(exc)), candidate
         c = candidate  # built outright: dataclasses.replace costs more than the checks themselves
         candidate = Candidate(c.rule, c.sink, c.to, c.text, c.row, due, c.meta)
     verdicts = [policy.check(candidate, now) for policy in policies]
     if all(v is SEND for v in verdicts):  # nearly every message: nothing to combine
-        return SEND, due
+        return SEND, candidate
     at, reason = now, ""
     for round_ in range(_ROUNDS):
         if round_:
             verdicts = [policy.check(candidate, at) for policy in policies]
         strongest = max(verdicts, key=lambda v: v.act, default=SEND)
         if strongest.act >= Act.SKIP and at == now:
-            return strongest, due
+            return strongest, candidate
         # Later times only move the wait: a skip is judged when the message would really go
         # (checked again then), never foretold (`expired` before it expired reads as a lie).
         waits = [v for v in verdicts if v.act is Act.WAIT and v.until is not None and v.until > at]
@@ -188,7 +200,7 @@ def decide(
             break
         latest = max(waits, key=lambda v: v.until or 0.0)
         at, reason = latest.until or at, latest.reason
-    return (wait(at, reason) if at > now else SEND), due
+    return (wait(at, reason) if at > now else SEND), candidate
 
 
 def utc(epoch: float) -> str:

@@ -9,6 +9,7 @@ closed, a number may have opted out, it may have expired meanwhile).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 
 from connector.ledger import Claim, Entry, Refusal, State, Transition
 from connector.policy import (
@@ -21,6 +22,7 @@ from connector.policy import (
     Scheduling,
     Verdict,
     decide,
+    judge,
 )
 from connector.rules import CompiledRule, Decision
 from policies import policies_for
@@ -39,11 +41,12 @@ def _as(
     due_at: float | None = None,
     not_before: float | None = None,
     waiting: str = "",
+    gate: Gate | None = None,
 ) -> Claim:
     # Built outright: dataclasses.replace, once a message, cost more than the policies' checks.
     return Claim(
         c.key, c.source, c.rule, c.sink, c.origin, c.recipient, c.text, c.expires_at, c.force,
-        failed or c.failed, skipped, due_at, not_before, waiting,
+        failed or c.failed, skipped, due_at, not_before, waiting, gate,
     )  # fmt: skip
 
 
@@ -70,10 +73,15 @@ class PolicyStep:
         return decide(self._by_rule.get(rule, ()), candidate, now, self._scheduling.get(rule, ()))
 
     def admit(self, claim: Claim, decision: Decision, now: float) -> Claim:
-        """The claim as the policies have it: sent now, waiting, skipped or failed."""
-        if not self._by_rule.get(claim.rule) or claim.failed is not None:
+        """The claim as the policies have it: sent now, waiting, skipped or failed. One sent now
+        carries what the ledger checks as it is let go (its gate), in the claim's transaction."""
+        policies = self._by_rule.get(claim.rule)
+        if not policies or claim.failed is not None:
             return claim
-        verdict, due = self.verdict(claim.rule, claim.sink, decision, now)
+        meta = {} if decision.send_at is None else {SEND_AT: decision.send_at}
+        candidate = Candidate(claim.rule, claim.sink, claim.recipient, claim.text, meta=meta)
+        verdict, judged = judge(policies, candidate, now, self._scheduling.get(claim.rule, ()))
+        due = now if judged.due_at is None else judged.due_at
         if verdict.act is Act.FAIL:
             return _as(claim, failed=verdict.reason)
         if verdict.act is Act.SKIP:
@@ -81,7 +89,7 @@ class PolicyStep:
         if verdict.act is Act.WAIT:
             self._waits(verdict)
             return _as(claim, not_before=verdict.until, waiting=verdict.reason, due_at=due)
-        return _as(claim, due_at=due)
+        return _as(claim, due_at=due, gate=self._gate(claim.key, judged, now))
 
     def recheck(
         self, entries: Sequence[Entry], now: float, judged: float | None = None
@@ -110,19 +118,28 @@ class PolicyStep:
             self._waits(verdict)
         return going, held
 
-    def gates(self, entries: Sequence[Entry], now: float) -> list[Gate]:
-        """What the ledger must check as these messages go (caps, budgets); none for most rules."""
+    def gates(
+        self, entries: Sequence[Entry], now: float, admitted: AbstractSet[str] = frozenset()
+    ) -> list[Gate]:
+        """What the ledger must check as these messages go (caps, budgets); none for most rules,
+        nor for those it let go already as it recorded their claim (`admitted`)."""
         gates: list[Gate] = []
-        for entry in entries:
-            gating = self._gating.get(entry.rule)
-            if not gating:
+        for e in entries:
+            if e.key in admitted or not self._gating.get(e.rule):
                 continue
-            candidate = Candidate(entry.rule, entry.sink, entry.recipient, entry.text, due_at=entry.due_at)
-            gate = Gate(entry.key, entry.recipient)
-            for policy in gating:
-                policy.gate(gate, candidate, now)
-            gates.append(gate)
+            candidate = Candidate(e.rule, e.sink, e.recipient, e.text, due_at=e.due_at)
+            if gate := self._gate(e.key, candidate, now):
+                gates.append(gate)
         return gates
+
+    def _gate(self, key: str, candidate: Candidate, now: float) -> Gate | None:
+        gating = self._gating.get(candidate.rule)
+        if not gating:
+            return None
+        gate = Gate(key, candidate.to)
+        for policy in gating:
+            policy.gate(gate, candidate, now)
+        return gate
 
     def refused(
         self, entries: Sequence[Entry], refusals: Mapping[str, Refusal]

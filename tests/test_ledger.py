@@ -19,14 +19,12 @@ from connector.ledger import (
     Delivery,
     Fenced,
     LedgerUnavailable,
-    Refusal,
     SqlLedger,
     State,
     Transition,
     open_ledger,
     schema,
 )
-from connector.policy import Cap, Gate
 from tests.ledgers import BACKENDS, lapse, ledger_url, raw_sql
 
 
@@ -363,65 +361,6 @@ async def test_a_skipped_message_is_settled_and_a_new_record_is_looked_at_afresh
     [(other, fresh)] = (await ledger.claim([claim("k1", "f:9")])).answers
     assert other is ClaimResult.NEW and fresh.state is State.PENDING  # opted in again since, say
     assert {c.state: c.count for c in await ledger.counts()} == {State.PENDING: 1}
-
-
-# -- caps and budgets, let go right before the requests -------------------------------------------------
-
-
-def budget_gate(key: str, limit: int = 3, cost: int = 1) -> Gate:
-    return Gate(key, "+40740123456", sink="ro", cost=cost, limit=limit, day="2026-12-07", resumes=1e10)
-
-
-async def test_a_budget_is_never_spent_past_and_a_message_not_taken_gives_its_cost_back(
-    ledger: SqlLedger,
-) -> None:
-    keys = [f"b{i}" for i in range(5)]
-    for key in keys:
-        await ledger.claim([claim(key, f"f:{key}")])
-    refused = await ledger.admit([budget_gate(key) for key in keys])
-    assert sorted(refused) == ["b3", "b4"]
-    assert refused["b3"] == Refusal(
-        State.PENDING, "daily budget of 3 reached; resumes 2286-11-20T17:46:40Z", 1e10
-    )
-    assert await ledger.spent("2026-12-07") == {"ro": 3}
-    assert await ledger.admit([budget_gate("b0")]) == {}  # let go before: not charged twice
-    assert await ledger.spent("2026-12-07") == {"ro": 3}
-    [b1] = await ledger.entries(["b1"])
-    await ledger.mark_sending(["b1"])
-    await ledger.record([Transition("b1", State.FAILED, "refused by the provider", b1.created_at)])
-    assert await ledger.spent("2026-12-07") == {"ro": 2}  # refused: not taken, given back
-    assert await ledger.admit([budget_gate("b3")]) == {}
-
-
-async def test_two_instances_racing_for_one_budget_never_pass_it_together(instance: Opener) -> None:
-    first, second = await instance(), await instance()
-    keys = [f"r{i}" for i in range(40)]
-    await first.claim([claim(key, f"f:{key}") for key in keys])
-    pairs = zip([first, second] * 20, keys, strict=True)
-    refusals = await asyncio.gather(*(ledger.admit([budget_gate(key, limit=10)]) for ledger, key in pairs))
-    assert sum(1 for r in refusals if not r) == 10
-    assert await first.spent("2026-12-07") == {"ro": 10}
-
-
-async def test_a_cap_counts_what_was_sent_and_what_is_on_its_way(ledger: SqlLedger) -> None:
-    cap = Cap(2, 3600.0, "2 per 1h")
-    for key in ("c0", "c1", "c2", "c3"):
-        await ledger.claim([claim(key, f"f:{key}")])
-    await ledger.mark_sending(["c0"])
-    await ledger.record([Transition("c0", State.SENT, "id")])  # one sent to the number
-    refused = await ledger.admit([Gate(k, "+40740123456", cap=cap) for k in ("c1", "c2")])
-    assert refused == {"c2": Refusal(State.SKIPPED, "frequency cap (2 per 1h)")}  # c1 on its way counts
-    other = await ledger.admit([Gate("c3", "+40749999999", cap=cap)])
-    assert other == {}  # another number
-
-
-async def test_the_ledgers_opt_out_list_is_checked_as_messages_go(ledger: SqlLedger) -> None:
-    await ledger.claim([claim("o1")])
-    assert await ledger.optout_add(["+40740123456", "+40740123456"], "asked") == 1
-    assert await ledger.admit([Gate("o1", "+40740123456")]) == {"o1": Refusal(State.SKIPPED, "opted out")}
-    assert [n for n, _, _ in await ledger.optouts()] == ["+40740123456"]
-    assert await ledger.optout_remove(["+40740123456"]) == 1
-    assert await ledger.admit([Gate("o1", "+40740123456")]) == {}
 
 
 # -- holds ------------------------------------------------------------------------------------------

@@ -55,6 +55,9 @@ class Claim:
     due_at: float | None = None  # when it is due (a scheduled send), kept for the checks before it leaves
     not_before: float | None = None  # set: it waits until then (quiet hours, a schedule), owned by no one
     waiting: str = ""  # why it waits: the status reads `pending: <this>`
+    # set: what the ledger checks (caps, budgets, its opt-out list) as this message is let go in the
+    # claim's own transaction; a new claim that passes is sent without a second trip to the ledger
+    gate: Gate | None = None
 
 
 class ClaimResult(enum.Enum):
@@ -128,6 +131,7 @@ class Claimed:
     answers: list[tuple[ClaimResult, Entry]]
     replayed: str | None = None  # the delivery was recorded before: its first answer, nothing claimed
     note: str | None = None  # the note written with these claims
+    admitted: frozenset[str] = frozenset()  # keys let go by their gate in the claim (Claim.gate)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from connector.errors import LedgerUnavailable
-from connector.ledger.base import Claim, Claimed, ClaimResult, Delivery, Entry, State
+from connector.ledger.base import Claim, Claimed, ClaimResult, Delivery, Entry, Refusal, State
+from connector.ledger.gates import Letting, Tally, let_go, spend, take_back, tally
 from connector.ledger.steps import Insert, Now, Program, Rows, Run, rows_in
 
 COLUMNS = (
@@ -24,10 +26,15 @@ COLUMNS = (
 ROUNDS = 8  # re-reads of keys another instance claimed in the same moment, before giving up
 
 _Known = dict[str, tuple[Entry, float | None]]  # key -> (entry, expires_at)
-_COLUMNS = (*COLUMNS.split(", "), "expires_at")
+_COLUMNS = (*COLUMNS.split(", "), "expires_at", "admitted_at", "charged", "charged_day")
 _TYPES = (
-    ("text",) * 9 + ("bigint", "double precision", "double precision", "text") + ("double precision",) * 3
+    ("text",) * 9
+    + ("bigint", "double precision", "double precision", "text")
+    + ("double precision",) * 4
+    + ("bigint", "text")
 )
+_NOT_LET = (None, None, None)  # not let go (yet): no admission, no charge
+_Let = Letting | tuple[None, None, None]
 
 
 def entry_of(row: Sequence[Any]) -> Entry:
@@ -79,30 +86,40 @@ def claim(claims: Sequence[Claim], me: str, delivery: Delivery | None) -> Progra
         groups.setdefault(c.key, []).append(index)
     answers: list[tuple[ClaimResult, Entry] | None] = [None] * len(claims)
     todo = list(groups)
-    for _ in range(ROUNDS):
+    admitted: dict[str, Letting] = {}
+    t: Tally | None = None
+    for round_ in range(ROUNDS):
         known = yield from read_known(todo)
         if live is None and any(e.owner not in (None, me) for e, _ in known.values()):
             live = yield from live_instances(now)
-        inserts: list[tuple[Entry, float | None]] = []
-        updates: list[tuple[Entry, Entry, float | None]] = []  # (as read, as written, expires_at)
+        decided: list[_Row] = []
         for key in todo:
-            found = known.get(key)
-            final = _decide(claims, groups[key], found, me, live or set(), now, answers)
-            if final is None:
+            row = _decide(claims, groups[key], known.get(key), me, live or set(), now, answers)
+            if row is not None:
+                decided.append(row)
+        if round_ == 0:  # later rounds' claims are let go the usual way, right before their requests
+            t = yield from _let_go(decided, me, now, admitted, answers, groups)
+        inserts = [row for row in decided if row.read is None]
+        lost = yield from _insert(inserts, admitted)
+        for row in decided:
+            if row.read is None:
                 continue
-            if found is None:
-                inserts.append(final)
-            else:
-                updates.append((found[0], *final))
-        lost = yield from _insert(inserts)
-        for read, written, expires_at in updates:
-            if not (yield from _replace(read, written, expires_at)):
-                lost.append(written.key)
+            let = None if row.by is None else admitted.get(row.entry.key, _NOT_LET)
+            if not (yield from _replace(row.read, row.entry, row.expires_at, let)):
+                lost.append(row.entry.key)
+        if t is not None and lost:  # decided again next round, from what the other instance wrote
+            by_key = {row.entry.key: row for row in decided}
+            for key in lost:
+                letting, gate = admitted.pop(key, None), by_key[key].by
+                if letting is not None and gate is not None and gate.gate is not None:
+                    take_back(t, gate.gate, letting)
         todo = lost
         if not todo:
             break
     else:
         raise LedgerUnavailable(f"{len(todo)} claim(s) kept racing other instances; try again")
+    if t is not None:
+        yield from spend(t)
     done = [a for a in answers if a is not None]
     assert len(done) == len(claims), "every claim is decided"
     note = None
@@ -111,7 +128,17 @@ def claim(claims: Sequence[Claim], me: str, delivery: Delivery | None) -> Progra
         yield Run(
             "UPDATE notes SET value = ? WHERE scope = ? AND key = ?", [note, delivery.scope, delivery.key]
         )
-    return Claimed(done, note=note)
+    return Claimed(done, note=note, admitted=frozenset(admitted))
+
+
+@dataclass(slots=True)
+class _Row:
+    """A row to write: a new claim's (`by`), or a claim taken up again."""
+
+    entry: Entry
+    expires_at: float | None
+    read: Entry | None  # as it was read (None: a new row), the condition of the write
+    by: Claim | None  # the claim made now that it records, if any
 
 
 def _decide(
@@ -122,10 +149,11 @@ def _decide(
     live: set[str],
     now: float,
     answers: list[tuple[ClaimResult, Entry] | None],
-) -> tuple[Entry, float | None] | None:
-    """Answer every claim of one key; the row (and its expiry) to write, or None to leave it."""
+) -> _Row | None:
+    """Answer every claim of one key; the row to write, or None to leave it."""
     current, expires_at = found if found is not None else (None, None)
     dirty = False
+    by: Claim | None = None
     for index in indexes:
         c = claims[index]
         if current is not None:
@@ -149,9 +177,47 @@ def _decide(
             c.due_at, c.not_before if waits else None,
         )  # fmt: skip
         expires_at = c.expires_at
-        dirty = True
+        dirty, by = True, c
         answers[index] = (ClaimResult.NEW, current)
-    return (current, expires_at) if dirty and current is not None else None
+    if not dirty or current is None:
+        return None
+    return _Row(current, expires_at, None if found is None else found[0], by)
+
+
+def _let_go(
+    rows: list[_Row],
+    me: str,
+    now: float,
+    admitted: dict[str, Letting],
+    answers: list[tuple[ClaimResult, Entry] | None],
+    groups: dict[str, list[int]],
+) -> Program[Tally | None]:
+    """New claims to be sent at once whose rule has gates: let go here, in the claim's transaction
+    (counted against their number, charged to their budget), or written as what their refusal
+    makes of them (skipped; waiting for the next day's budget)."""
+    gated = [
+        (row, row.by.gate)
+        for row in rows
+        if row.by is not None and row.by.gate is not None and row.entry.owner == me
+        and row.entry.state is State.PENDING
+    ]  # fmt: skip
+    if not gated:
+        return None
+    t = yield from tally([gate for _, gate in gated], now)
+    for row, gate in gated:
+        verdict = let_go(t, gate)
+        if not isinstance(verdict, Refusal):
+            admitted[row.entry.key] = verdict
+            continue
+        e = row.entry
+        row.entry = Entry(
+            e.key, e.source, e.rule, e.sink, e.origin, e.recipient, e.text, verdict.state, verdict.reason,
+            e.attempts, e.created_at, e.updated_at, None, e.due_at, verdict.until,
+        )  # fmt: skip
+        for index in groups[e.key]:
+            if (found := answers[index]) is not None and found[1] is e:
+                answers[index] = (found[0], row.entry)
+    return t
 
 
 def _first_state(c: Claim) -> tuple[State, str]:
@@ -172,34 +238,37 @@ def _left_behind(entry: Entry, me: str, live: set[str], now: float) -> bool:
     )
 
 
-def _insert(rows: list[tuple[Entry, float | None]]) -> Program[list[str]]:
+def _insert(rows: list[_Row], admitted: dict[str, Letting]) -> Program[list[str]]:
     """New rows; answers the keys another instance inserted first (to be decided again)."""
     if not rows:
         return []
-    inserted = yield Insert(
-        "sends",
-        _COLUMNS,
-        _TYPES,
-        [
-            (*_texts(e), e.attempts, e.created_at, e.updated_at, e.owner, e.due_at, e.not_before, expires_at)
-            for e, expires_at in rows
-        ],
-        "key",
-    )
-    taken = set(inserted)
-    return [e.key for e, _ in rows if e.key not in taken]
+    values = []
+    for row in rows:
+        e = row.entry
+        let = admitted.get(e.key, _NOT_LET)
+        values.append(
+            (*_texts(e), e.attempts, e.created_at, e.updated_at, e.owner, e.due_at, e.not_before,
+             row.expires_at, *let)
+        )  # fmt: skip
+    taken = set((yield Insert("sends", _COLUMNS, _TYPES, values, "key")))
+    return [row.entry.key for row in rows if row.entry.key not in taken]
 
 
 def _texts(e: Entry) -> tuple[str, ...]:
     return (e.key, e.source, e.rule, e.sink, e.origin, e.recipient, e.text, e.state.value, e.detail)
 
 
-def _replace(read: Entry, e: Entry, expires_at: float | None) -> Program[bool]:
-    """Overwrite a row on the condition that it is still as read; False when it changed meanwhile."""
+def _replace(read: Entry, e: Entry, expires_at: float | None, let: _Let | None = None) -> Program[bool]:
+    """Overwrite a row on the condition that it is still as read; False when it changed meanwhile.
+    `let`: a new claim over an old row is a new message, let go (these values) or not yet (Nones)
+    afresh: an earlier message's admission and charge are neither its own nor to be refunded for
+    it. Without: a row taken up again keeps what it was let go with."""
     changed = yield Run(
         "UPDATE sends SET source = ?, rule = ?, sink = ?, origin = ?, recipient = ?, text = ?, state = ?, "
         "detail = ?, attempts = ?, created_at = ?, updated_at = ?, expires_at = ?, owner = ?, due_at = ?, "
-        "not_before = ? WHERE key = ? AND state = ? AND updated_at = ? "
+        "not_before = ?"
+        + ("" if let is None else ", admitted_at = ?, charged = ?, charged_day = ?")
+        + " WHERE key = ? AND state = ? AND updated_at = ? "
         "AND (owner = ? OR (owner IS NULL AND CAST(? AS TEXT) IS NULL))",
         [
             *_texts(e)[1:],
@@ -210,6 +279,7 @@ def _replace(read: Entry, e: Entry, expires_at: float | None) -> Program[bool]:
             e.owner,
             e.due_at,
             e.not_before,
+            *(let or ()),
             e.key,
             read.state.value,
             read.updated_at,

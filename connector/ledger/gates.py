@@ -14,13 +14,66 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass, field
 
 from connector.ledger.base import Refusal, State, Transition
 from connector.ledger.steps import Lock, Now, Program, Rows, Run, rows_in, run_in
 from connector.policy import Gate, utc
 
 REFUNDED = (State.FAILED, State.PENDING, State.SKIPPED)
+
+
+@dataclass(slots=True)
+class Tally:
+    """What the checks of one transaction read (opted-out numbers, what each capped number has had,
+    what each budget has spent) and what the messages let go in it have added since."""
+
+    now: float
+    opted: set[str]
+    counts: dict[str, list[float]]
+    budgets: dict[tuple[str, str], int]  # as read
+    spent: dict[tuple[str, str], int] = field(default_factory=dict)  # as it now stands
+
+
+Letting = tuple[float, int | None, str | None]
+"""A message let go: (admitted_at, charged, charged_day), the values its row is written with."""
+
+
+def tally(gates: Sequence[Gate], now: float) -> Program[Tally]:
+    """Read what the checks of these gates need, locking their numbers and budgets."""
+    numbers = sorted({g.recipient for g in gates})
+    opted = {
+        str(r[0]) for r in (yield from rows_in("SELECT number FROM optouts WHERE number IN ({in})", numbers))
+    }
+    counts = yield from _counts([g for g in gates if g.cap is not None], now)
+    budgets = yield from _budgets([g for g in gates if g.limit is not None])
+    return Tally(now, opted, counts, budgets, dict(budgets))
+
+
+def let_go(t: Tally, gate: Gate) -> Refusal | Letting:
+    """The message refused, or let go: counted against its number and charged to its budget."""
+    refusal = _refusal(gate, t.opted, t.counts, t.spent, t.now)
+    if refusal is not None:
+        return refusal
+    charged = gate.cost if gate.limit is not None else None
+    if charged is not None:
+        t.spent[(gate.sink, gate.day)] += charged
+    t.counts[gate.recipient].append(t.now)
+    return (t.now, charged, gate.day if charged is not None else None)
+
+
+def take_back(t: Tally, gate: Gate, letting: Letting) -> None:
+    """A message let go whose row was not written after all (another instance's came first)."""
+    if letting[1] is not None:
+        t.spent[(gate.sink, gate.day)] -= letting[1]
+    t.counts[gate.recipient].remove(letting[0])
+
+
+def spend(t: Tally) -> Program[None]:
+    """The budgets' new totals, where messages were charged."""
+    for (sink, day), total in t.spent.items():
+        if total != t.budgets[(sink, day)]:
+            yield Run("UPDATE budgets SET spent = ? WHERE sink = ? AND day = ?", [total, sink, day])
 
 
 def admit(gates: Sequence[Gate]) -> Program[dict[str, Refusal]]:
@@ -35,44 +88,23 @@ def admit(gates: Sequence[Gate]) -> Program[dict[str, Refusal]]:
             )
         )
     }
-    numbers = sorted({g.recipient for g in gates})
-    opted = {
-        str(r[0]) for r in (yield from rows_in("SELECT number FROM optouts WHERE number IN ({in})", numbers))
-    }
-    counts = yield from _counts([g for g in gates if g.cap is not None], now)
-    budgets = yield from _budgets([g for g in gates if g.limit is not None])
+    t = yield from tally(gates, now)
     refused: dict[str, Refusal] = {}
-    letting: list[tuple[Any, ...]] = []
-    spent = dict(budgets)
+    letting: dict[Letting, list[str]] = defaultdict(list)  # one statement for the many alike
     for gate in gates:
         if gate.key in admitted_before:
             continue  # let go before (its cost reserved then): a retry, or a new owner after a lapse
-        refusal = _refusal(gate, opted, counts, spent, now)
-        if refusal is not None:
-            refused[gate.key] = refusal
-            continue
-        charged = gate.cost if gate.limit is not None else None
-        if charged is not None:
-            spent[(gate.sink, gate.day)] += charged
-        counts[gate.recipient].append(now)
-        letting.append((now, charged, gate.day if charged is not None else None, gate.key))
-    for (charged, day), keys in _alike(letting).items():  # one statement for the many that cost the same
+        verdict = let_go(t, gate)
+        if isinstance(verdict, Refusal):
+            refused[gate.key] = verdict
+        else:
+            letting[verdict].append(gate.key)
+    for values, keys in letting.items():
         yield from run_in(
-            "UPDATE sends SET admitted_at = ?, charged = ?, charged_day = ? WHERE key IN ({in})",
-            keys,
-            [now, charged, day],
+            "UPDATE sends SET admitted_at = ?, charged = ?, charged_day = ? WHERE key IN ({in})", keys, values
         )
-    for (sink, day), total in spent.items():
-        if total != budgets[(sink, day)]:
-            yield Run("UPDATE budgets SET spent = ? WHERE sink = ? AND day = ?", [total, sink, day])
+    yield from spend(t)
     return refused
-
-
-def _alike(letting: list[tuple[Any, ...]]) -> dict[tuple[int | None, str | None], list[str]]:
-    grouped: dict[tuple[int | None, str | None], list[str]] = defaultdict(list)
-    for _, charged, day, key in letting:
-        grouped[(charged, day)].append(key)
-    return grouped
 
 
 def _refusal(
