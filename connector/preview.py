@@ -52,7 +52,7 @@ async def preview(
         spend = _Spend(budgets_of(loaded, sinks), {})
         ledger = await _existing_ledger(loaded)
         try:
-            await optouts.refresh(ledger)
+            await optouts.refresh(ledger, keep=False)  # looks only: nothing written
             if ledger is not None and spend.budgets:
                 spend = _Spend(spend.budgets, await ledger.spent(day_of(now, config.timezone)[0]))
         finally:

@@ -3,6 +3,7 @@ scheduled sends (the date forms, offsets, expiry), and how verdicts combine."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -11,11 +12,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
-from connector.optouts import OptOuts, SuppressConfig, read_list
+from connector.optouts import CACHE_SCOPE, OptOuts, SuppressConfig, read_list
 from connector.policy import Act, Candidate, decide
 from policies.optout import OptOutPolicy
 from policies.schedule import SEND_AT, SchedulePolicy, parse_moment
 from policies.window import SendWindow, WindowPolicy, parse_days
+from tests.ledgers import joined
 
 BUCHAREST = ZoneInfo("Europe/Bucharest")
 UTC = ZoneInfo("UTC")
@@ -202,6 +204,32 @@ async def test_an_opt_out_file_is_read_again_when_it_changes(tmp_path: Path) -> 
     (tmp_path / "stop.csv").write_text("Phone\n0742 000 003\n")  # a header this time
     await lists.refresh(None)
     assert "+40742000003" in lists and "+40741000002" not in lists
+
+
+async def test_an_opt_out_file_once_normalised_is_read_from_the_ledger_until_it_changes(
+    tmp_path: Path,
+) -> None:
+    stop = tmp_path / "stop.csv"
+    stop.write_text("Phone\n0740 000 001\nnot a number\n")
+    config = [SuppressConfig(path=Path("stop.csv"), country="RO")]
+    async with joined(f"sqlite:///{tmp_path / 'ledger.db'}", tmp_path) as ledger:
+        await OptOuts(config, tmp_path).refresh(ledger, keep=False)  # `preview`: looks only
+        assert await ledger.get_note(CACHE_SCOPE, str(stop)) is None
+        await OptOuts(config, tmp_path).refresh(ledger)
+        kept = json.loads(await ledger.get_note(CACHE_SCOPE, str(stop)) or "{}")
+        assert (kept["numbers"], kept["bad"], kept["first_bad"]) == (["+40740000001"], 1, "not a number")
+        # The next start takes the kept numbers (altered here to tell them apart) for the same bytes.
+        await ledger.set_note(CACHE_SCOPE, str(stop), json.dumps({**kept, "numbers": ["+40749999999"]}))
+        again = OptOuts(config, tmp_path)
+        await again.refresh(ledger)
+        assert "+40749999999" in again and "+40740000001" not in again
+        stop.write_text("Phone\n0740 000 002\n")  # changed: normalised afresh, and kept again
+        changed = OptOuts(config, tmp_path)
+        await changed.refresh(ledger)
+        assert "+40740000002" in changed and "+40749999999" not in changed
+        assert json.loads(await ledger.get_note(CACHE_SCOPE, str(stop)) or "{}")["numbers"] == [
+            "+40740000002"
+        ]
 
 
 def test_an_opt_out_file_names_its_column(tmp_path: Path) -> None:
