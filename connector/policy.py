@@ -53,10 +53,12 @@ def fail(reason: str) -> Verdict:
     return Verdict(Act.FAIL, None, reason)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Candidate:
     """A message as the policies see it. `row` is the record while it is being claimed; a message
-    checked again right before it leaves has only what the ledger kept (`due_at`)."""
+    checked again right before it leaves has only what the ledger kept (`due_at`). Policies read
+    it and never change it; it is not frozen only because building a frozen one cost 2 us, twice
+    a message."""
 
     rule: str
     sink: str

@@ -43,11 +43,16 @@ def _as(
     waiting: str = "",
     gate: Gate | None = None,
 ) -> Claim:
-    # Built outright: dataclasses.replace, once a message, cost more than the policies' checks.
-    return Claim(
-        c.key, c.source, c.rule, c.sink, c.origin, c.recipient, c.text, c.expires_at, c.force,
-        failed or c.failed, skipped, due_at, not_before, waiting, gate,
-    )  # fmt: skip
+    """The claim as judged, changed in place (it is the engine's own, not yet handed on)."""
+    c.failed, c.skipped, c.due_at, c.not_before, c.waiting, c.gate = (
+        failed or c.failed,
+        skipped,
+        due_at,
+        not_before,
+        waiting,
+        gate,
+    )
+    return c
 
 
 class PolicyStep:
