@@ -157,8 +157,9 @@ def decide(
     now: float,
     schedulers: Sequence[Scheduling] | None = None,
 ) -> tuple[Verdict, float]:
-    """The combined verdict for a message, and when it is due. A candidate with `due_at` (kept by
-    the ledger) is checked again as it is: its due time is not worked out a second time.
+    """The combined verdict for a message, and when it is due (filled in on the candidate, which
+    each caller builds for this). A candidate with `due_at` (kept by the ledger) is checked again
+    as it is: its due time is not worked out a second time.
     `schedulers`: those of `policies` that schedule, when the caller knows them already (asking
     a runtime-checkable Protocol for each message cost more than the policies themselves)."""
     verdict, judged = judge(policies, candidate, now, schedulers)
@@ -171,23 +172,25 @@ def judge(
     now: float,
     schedulers: Sequence[Scheduling] | None = None,
 ) -> tuple[Verdict, Candidate]:
-    """As `decide`, answering the candidate as judged (its due time worked out), for the caller
-    to go on with (its gate) without building it again."""
+    """As `decide`, answering the candidate as judged: its due time worked out and filled in (the
+    caller's candidate is built for this), for the caller to go on with (its gate)."""
     due = candidate.due_at
     if due is None:
         due = now
         if schedulers is None:
             schedulers = [p for p in policies if isinstance(p, Scheduling)]
-        for policy in schedulers:
+        for scheduler in schedulers:
             try:
-                due = policy.due(candidate, now)
+                due = scheduler.due(candidate, now)
             except ValueError as exc:
                 return fail(str(exc)), candidate
-        c = candidate  # built outright: dataclasses.replace costs more than the checks themselves
-        candidate = Candidate(c.rule, c.sink, c.to, c.text, c.row, due, c.meta)
-    verdicts = [policy.check(candidate, now) for policy in policies]
-    if all(v is SEND for v in verdicts):  # nearly every message: nothing to combine
+        candidate.due_at = due  # the caller's own candidate, built for this judgement
+    for policy in policies:  # nearly every message: each says send, nothing to combine
+        if policy.check(candidate, now) is not SEND:
+            break
+    else:
         return SEND, candidate
+    verdicts = [policy.check(candidate, now) for policy in policies]
     at, reason = now, ""
     for round_ in range(_ROUNDS):
         if round_:

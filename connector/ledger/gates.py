@@ -51,15 +51,29 @@ def tally(gates: Sequence[Gate], now: float) -> Program[Tally]:
 
 
 def let_go(t: Tally, gate: Gate) -> Refusal | Letting:
-    """The message refused, or let go: counted against its number and charged to its budget."""
-    refusal = _refusal(gate, t.opted, t.counts, t.spent, t.now)
-    if refusal is not None:
-        return refusal
-    charged = gate.cost if gate.limit is not None else None
-    if charged is not None:
-        t.spent[(gate.sink, gate.day)] += charged
-    t.counts[gate.recipient].append(t.now)
-    return (t.now, charged, gate.day if charged is not None else None)
+    """The message refused, or let go: counted against its number and charged to its budget.
+    (Once a message, on the writer's thread: written for the common case, a number not seen.)"""
+    to, now = gate.recipient, t.now
+    if to in t.opted:
+        return Refusal(State.SKIPPED, "opted out")
+    times = t.counts.get(to)
+    if gate.cap is not None and times:
+        since = now - gate.cap.period
+        if sum(1 for at in times if at >= since) >= gate.cap.count:
+            return Refusal(State.SKIPPED, f"frequency cap ({gate.cap.written})")
+    charged: int | None = None
+    if gate.limit is not None:
+        budget = (gate.sink, gate.day)
+        if t.spent[budget] + gate.cost > gate.limit:
+            reason = f"daily budget of {gate.limit} reached; resumes {utc(gate.resumes)}"
+            return Refusal(State.PENDING, reason, gate.resumes)
+        charged = gate.cost
+        t.spent[budget] += charged
+    if times is None:
+        t.counts[to] = [now]
+    else:
+        times.append(now)
+    return (now, charged, gate.day if charged is not None else None)
 
 
 def take_back(t: Tally, gate: Gate, letting: Letting) -> None:
@@ -105,25 +119,6 @@ def admit(gates: Sequence[Gate]) -> Program[dict[str, Refusal]]:
         )
     yield from spend(t)
     return refused
-
-
-def _refusal(
-    gate: Gate,
-    opted: set[str],
-    counts: dict[str, list[float]],
-    spent: dict[tuple[str, str], int],
-    now: float,
-) -> Refusal | None:
-    if gate.recipient in opted:
-        return Refusal(State.SKIPPED, "opted out")
-    if gate.cap is not None:
-        recent = sum(1 for at in counts[gate.recipient] if at >= now - gate.cap.period)
-        if recent >= gate.cap.count:
-            return Refusal(State.SKIPPED, f"frequency cap ({gate.cap.written})")
-    if gate.limit is not None and spent[(gate.sink, gate.day)] + gate.cost > gate.limit:
-        reason = f"daily budget of {gate.limit} reached; resumes {utc(gate.resumes)}"
-        return Refusal(State.PENDING, reason, gate.resumes)
-    return None
 
 
 def _counts(gates: Sequence[Gate], now: float) -> Program[dict[str, list[float]]]:
