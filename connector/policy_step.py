@@ -73,19 +73,20 @@ class PolicyStep:
 
     def verdict(self, rule: str, sink: str, decision: Decision, now: float) -> tuple[Verdict, float]:
         """What the policies say of a rendered message (and when it is due)."""
+        verdict, judged = self._judge(rule, sink, decision, now)
+        return verdict, now if judged.due_at is None else judged.due_at
+
+    def _judge(self, rule: str, sink: str, decision: Decision, now: float) -> tuple[Verdict, Candidate]:
         meta = {} if decision.send_at is None else {SEND_AT: decision.send_at}
         candidate = Candidate(rule, sink, decision.to or "", decision.text or "", meta=meta)
-        return decide(self._by_rule.get(rule, ()), candidate, now, self._scheduling.get(rule, ()))
+        return judge(self._by_rule.get(rule, ()), candidate, now, self._scheduling.get(rule, ()))
 
     def admit(self, claim: Claim, decision: Decision, now: float) -> Claim:
         """The claim as the policies have it: sent now, waiting, skipped or failed. One sent now
         carries what the ledger checks as it is let go (its gate), in the claim's transaction."""
-        policies = self._by_rule.get(claim.rule)
-        if not policies or claim.failed is not None:
+        if not self._by_rule.get(claim.rule) or claim.failed is not None:
             return claim
-        meta = {} if decision.send_at is None else {SEND_AT: decision.send_at}
-        candidate = Candidate(claim.rule, claim.sink, claim.recipient, claim.text, meta=meta)
-        verdict, judged = judge(policies, candidate, now, self._scheduling.get(claim.rule, ()))
+        verdict, judged = self._judge(claim.rule, claim.sink, decision, now)
         due = now if judged.due_at is None else judged.due_at
         if verdict.act is Act.FAIL:
             return _as(claim, failed=verdict.reason)
@@ -94,7 +95,8 @@ class PolicyStep:
         if verdict.act is Act.WAIT:
             self._waits(verdict)
             return _as(claim, not_before=verdict.until, waiting=verdict.reason, due_at=due)
-        return _as(claim, due_at=due, gate=self._gate(claim.key, judged, now))
+        gating = self._gating.get(claim.rule)
+        return _as(claim, due_at=due, gate=self._gate(claim.key, judged, gating, now) if gating else None)
 
     def recheck(
         self, entries: Sequence[Entry], now: float, judged: float | None = None
@@ -130,17 +132,14 @@ class PolicyStep:
         nor for those it let go already as it recorded their claim (`admitted`)."""
         gates: list[Gate] = []
         for e in entries:
-            if e.key in admitted or not self._gating.get(e.rule):
+            if e.key in admitted or not (gating := self._gating.get(e.rule)):
                 continue
             candidate = Candidate(e.rule, e.sink, e.recipient, e.text, due_at=e.due_at)
-            if gate := self._gate(e.key, candidate, now):
-                gates.append(gate)
+            gates.append(self._gate(e.key, candidate, gating, now))
         return gates
 
-    def _gate(self, key: str, candidate: Candidate, now: float) -> Gate | None:
-        gating = self._gating.get(candidate.rule)
-        if not gating:
-            return None
+    @staticmethod
+    def _gate(key: str, candidate: Candidate, gating: Sequence[Gating], now: float) -> Gate:
         gate = Gate(key, candidate.to)
         for policy in gating:
             policy.gate(gate, candidate, now)

@@ -110,9 +110,9 @@ def claim(claims: Sequence[Claim], me: str, delivery: Delivery | None) -> Progra
         if t is not None and lost:  # decided again next round, from what the other instance wrote
             by_key = {row.entry.key: row for row in decided}
             for key in lost:
-                letting, gate = admitted.pop(key, None), by_key[key].by
-                if letting is not None and gate is not None and gate.gate is not None:
-                    take_back(t, gate.gate, letting)
+                letting, by = admitted.pop(key, None), by_key[key].by
+                if letting is not None and by is not None and by.gate is not None:
+                    take_back(t, by.gate, letting)
         todo = lost
         if not todo:
             break
