@@ -84,12 +84,8 @@ def throughput() -> dict[str, float]:
     for repeat in range(REPEATS):
         # Which goes first alternates (ABBA): a pass that follows another on a warmer or busier
         # machine favours neither configuration.
-        if repeat % 2 == 0:
-            plain.append(_pass(policies=False))
-            with_policies.append(_pass(policies=True))
-        else:
-            with_policies.append(_pass(policies=True))
-            plain.append(_pass(policies=False))
+        for policies in (False, True) if repeat % 2 == 0 else (True, False):
+            (with_policies if policies else plain).append(_pass(policies=policies))
         print(
             f"  no policy {plain[-1][0]:,.0f} records/s ({plain[-1][1]:.0f} us CPU each), "
             f"every policy {with_policies[-1][0]:,.0f}/s ({with_policies[-1][1]:.0f} us)",

@@ -163,7 +163,12 @@ def decide(
     `schedulers`: those of `policies` that schedule, when the caller knows them already (asking
     a runtime-checkable Protocol for each message cost more than the policies themselves)."""
     verdict, judged = judge(policies, candidate, now, schedulers)
-    return verdict, now if judged.due_at is None else judged.due_at
+    return verdict, due_of(judged, now)
+
+
+def due_of(candidate: Candidate, now: float) -> float:
+    """When a judged candidate is due: `now`, unless a schedule worked out another time."""
+    return now if candidate.due_at is None else candidate.due_at
 
 
 def judge(

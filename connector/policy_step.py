@@ -22,6 +22,7 @@ from connector.policy import (
     Scheduling,
     Verdict,
     decide,
+    due_of,
     judge,
 )
 from connector.rules import CompiledRule, Decision
@@ -74,7 +75,7 @@ class PolicyStep:
     def verdict(self, rule: str, sink: str, decision: Decision, now: float) -> tuple[Verdict, float]:
         """What the policies say of a rendered message (and when it is due)."""
         verdict, judged = self._judge(rule, sink, decision, now)
-        return verdict, now if judged.due_at is None else judged.due_at
+        return verdict, due_of(judged, now)
 
     def _judge(self, rule: str, sink: str, decision: Decision, now: float) -> tuple[Verdict, Candidate]:
         meta = {} if decision.send_at is None else {SEND_AT: decision.send_at}
@@ -87,7 +88,7 @@ class PolicyStep:
         if not self._by_rule.get(claim.rule) or claim.failed is not None:
             return claim
         verdict, judged = self._judge(claim.rule, claim.sink, decision, now)
-        due = now if judged.due_at is None else judged.due_at
+        due = due_of(judged, now)
         if verdict.act is Act.FAIL:
             return _as(claim, failed=verdict.reason)
         if verdict.act is Act.SKIP:
