@@ -20,6 +20,7 @@ from connector.http import make_client
 from connector.ledger import Instance, State, open_ledger, sqlite_path
 from connector.ledger import describe as describe_ledger
 from connector.optouts import normalised
+from connector.optouts import probe as probe_list
 from connector.preview import preview as show_preview
 from connector.rule_tests import check_lines as check_tests
 from connector.rules import RuleConfig
@@ -130,14 +131,15 @@ async def check(loaded: LoadedConfig, *, online: bool) -> int:
     if not rules:
         lines.append("  rules    none: nothing will be sent")
     for suppress in config.suppress:
-        column = f" (column {suppress.column})" if suppress.column else ""
-        lines.append(f"  opt-outs {suppress.path}{column}")
+        summary, ok = await probe_list(suppress, loaded.base_dir, online=online)
+        failures += not ok
+        lines.append(f"  opt-outs {summary}")
     lines += await asyncio.to_thread(check_tests, loaded)  # a broken test file warns; exit is the config's
     for warning in loaded.warnings:
         lines.append(f"warning: {warning}")
     print("\n".join(lines))
     if failures:
-        print(f"{failures} source(s)/sink(s) cannot be used", flush=True)
+        print(f"{failures} source(s)/sink(s)/opt-out list(s) cannot be used", flush=True)
         return 1
     return 0
 
@@ -241,7 +243,7 @@ async def optout(
                     print(f"{number}  added {stamp(added_at)}" + (f"  {why}" if why else ""))
             print(f"{len(listed)} number(s) on the ledger's list", file=sys.stderr)
             for suppress in loaded.config.suppress:
-                print(f"also suppressed: the numbers in {suppress.path} (suppress:)", file=sys.stderr)
+                print(f"also suppressed: the numbers in {suppress.describe()} (suppress:)", file=sys.stderr)
     finally:
         await ledger.close()
     return 0

@@ -4,19 +4,33 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Collection, Mapping
-from typing import Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, field_validator
 
 from connector.optouts import SuppressConfig
 from connector.rules import RuleConfig
 from connector.types import STRICT, Duration, TimeZone
 from sinks import SinkConfig
 from sources import SourceConfig
+from sources.sheet_optouts import SheetListConfig
 
 KeyPath = tuple[str | int, ...]
+
+
+def _list_kind(value: Any) -> str:
+    """A `suppress` entry naming a `sheet` is a Google Sheet tab; anything else a file."""
+    if isinstance(value, dict):
+        return "sheet" if "sheet" in value else "file"
+    return "sheet" if isinstance(value, SheetListConfig) else "file"
+
+
+SuppressList = Annotated[
+    Annotated[SuppressConfig, Tag("file")] | Annotated[SheetListConfig, Tag("sheet")],
+    Discriminator(_list_kind),
+]
 
 
 class ServerConfig(BaseModel):
@@ -86,9 +100,10 @@ class ConnectorConfig(BaseModel):
         description="The zone of send windows, of scheduled times written without one, and of daily "
         "budgets' days, e.g. Europe/Bucharest.",
     )
-    suppress: list[SuppressConfig] = Field(
+    suppress: list[SuppressList] = Field(
         default_factory=list,
-        description="Opt-out list files: numbers in them are never sent to (skipped: opted out).",
+        description="Opt-out lists (CSV files, or with `sheet:` Google Sheet tabs): numbers on them are "
+        "never sent to (skipped: opted out).",
     )
     instance: InstanceConfig = Field(
         default=InstanceConfig(), description="Several processes sharing one ledger."

@@ -1,12 +1,16 @@
-"""The opt-out list the policies check (policies/optout.py): every `suppress` file and the
+"""The opt-out list the policies check (policies/optout.py): every `suppress` list and the
 ledger's own list (`connector optout add`), as one set of E.164 numbers.
 
 Lookups are set lookups on the loop. Reading is done off it, by the runtime: at the start and at
-every sweep, files are read again when their size or time changed (a 100,000-number file takes
-seconds to normalise: what a file normalised to is kept in the ledger's notes, by its digest, for
-the next start), and the ledger's list is read again (so a number added by
+every sweep, each list is asked whether it changed (a file: its size or time; a list kept
+elsewhere, such as a Google Sheet tab, says so itself) and read again if so (a 100,000-number list
+takes seconds to normalise: what a list normalised to is kept in the ledger's notes, by its
+digest, for the next start), and the ledger's list is read again (so a number added by
 `connector optout add` on any host is honoured within one sweep; `resolve`-style immediacy is not
 needed: the check runs again right before each request).
+
+A list is a `ListReader`. Files are read here; another kind of list comes with its config model
+(its `reader`), from the plug-in that knows how to reach it, so this module imports none of them.
 """
 
 from __future__ import annotations
@@ -23,37 +27,54 @@ from pathlib import Path
 from typing import Protocol
 
 import structlog
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field
 
 from connector import phones
 from connector.ledger import Ledger
-from connector.types import STRICT
+from connector.optout_lists import ListConfig, ListConfigBase, ListReader, ListUnreadable
 
 log = structlog.get_logger(__name__)
 
 CACHE_SCOPE = "suppress"  # the ledger's notes: list file -> its numbers as last read
 
 
-class SuppressConfig(BaseModel):
+class SuppressConfig(ListConfigBase):
     """One opt-out list file: a CSV whose `column` (default: the first) holds numbers."""
 
-    model_config = STRICT
     path: Path = Field(description="The CSV file, relative to the config file; re-read when it changes.")
-    column: str | None = Field(default=None, description="The column of the numbers; default: the first.")
-    country: str | None = Field(
-        default=None, description="Region of numbers written without a prefix, e.g. RO."
-    )
 
-    @field_validator("country")
-    @classmethod
-    def _region(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        import phonenumbers  # noqa: PLC0415 - heavy import kept out of the config module's import time
+    def describe(self) -> str:
+        return str(self.path) + (f" (column {self.column})" if self.column else "")
 
-        if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
-            raise ValueError(f"{value!r} is not a country code that phone numbers know (use RO, PK, ...)")
-        return value.upper()
+    def reader(self, base_dir: Path) -> ListReader:
+        return FileList(
+            self.path if self.path.is_absolute() else base_dir / self.path, self.column, self.country
+        )
+
+
+class FileList:
+    """A list file, read again when its size or modification time changed."""
+
+    remote = False
+    keeps_last = False  # a file taken away is a list emptied on purpose
+
+    def __init__(self, path: Path, column: str | None, country: str | None) -> None:
+        self.path, self.column, self.country = path, column, country
+        self.name = str(path)
+        self._seen: tuple[int, int] | None = None
+
+    def fetch(self) -> bytes | None:
+        try:
+            st = self.path.stat()
+            stamp = (st.st_size, st.st_mtime_ns)
+            if stamp == self._seen:
+                return None
+            data = self.path.read_bytes()
+        except OSError as exc:
+            self._seen = None
+            raise ListUnreadable(exc.strerror or str(exc)) from None
+        self._seen = stamp
+        return data
 
 
 def normalised(numbers: Sequence[str], country: str | None) -> tuple[list[str], list[str]]:
@@ -72,7 +93,7 @@ def normalised(numbers: Sequence[str], country: str | None) -> tuple[list[str], 
 def read_list(path: Path, column: str | None, country: str | None) -> set[str]:
     """The numbers of one list file; a header row is recognised by not being a number."""
     found = _Read.of(path.read_bytes(), column, country)
-    found.warn(path)
+    found.warn(str(path))
     return set(found.numbers)
 
 
@@ -106,14 +127,29 @@ class _Read:
             bad = bad[1:]  # the header
         return cls(good, len(bad), bad[0] if bad else "")
 
-    def warn(self, path: Path) -> None:
+    def warn(self, name: str) -> None:
         if self.bad:
             log.warning(
                 "opt-out list holds values that are not numbers",
-                file=str(path),
+                list=name,
                 count=self.bad,
                 first=self.first_bad,
             )
+
+
+async def probe(config: ListConfig, base_dir: Path, *, online: bool) -> tuple[str, bool]:
+    """What `check` says of one list: (summary, usable). A list reached over the network is not
+    read `--offline`."""
+    reader = config.reader(base_dir)
+    if reader.remote and not online:
+        return f"{config.describe()}: not read (--offline)", True
+    try:
+        data = await asyncio.to_thread(reader.fetch)
+        found = await asyncio.to_thread(_Read.of, data or b"", reader.column, reader.country)
+    except (ListUnreadable, ValueError) as exc:
+        return f"{config.describe()}: UNUSABLE: {exc}", False
+    bad = f", {found.bad} value(s) that are not numbers (first: {found.first_bad!r})" if found.bad else ""
+    return f"{config.describe()}: {len(found.numbers)} number(s){bad}", True
 
 
 class Notes(Protocol):
@@ -129,30 +165,42 @@ def _digest(data: bytes, column: str | None, country: str | None) -> str:
     ).hexdigest()
 
 
-async def _numbers(path: Path, config: SuppressConfig, data: bytes, notes: Notes | None, keep: bool) -> _Read:
-    """A list file's numbers: as kept in the ledger when the file is byte for byte the one read
-    then (normalising 100,000 numbers takes seconds, at every start of a cron-run `once`), else
-    read and normalised now, and kept (`keep`: not by a command that only looks)."""
-    digest = _digest(data, config.column, config.country)
-    if notes is not None and (kept := await notes.get_note(CACHE_SCOPE, str(path))):
-        with contextlib.suppress(ValueError, KeyError, TypeError):
-            cached = json.loads(kept)
-            if cached["digest"] == digest:
-                return _Read(cached["numbers"], cached["bad"], cached["first_bad"])
-    found = await asyncio.to_thread(_Read.of, data, config.column, config.country)
+async def _kept(notes: Notes | None, name: str) -> tuple[str, _Read] | None:
+    """(digest, numbers) of the list as it was last normalised and kept, if it was."""
+    if notes is None or not (kept := await notes.get_note(CACHE_SCOPE, name)):
+        return None
+    with contextlib.suppress(ValueError, KeyError, TypeError):
+        cached = json.loads(kept)
+        return str(cached["digest"]), _Read(cached["numbers"], cached["bad"], cached["first_bad"])
+    return None
+
+
+async def _numbers(reader: ListReader, data: bytes, notes: Notes | None, keep: bool) -> _Read:
+    """A list's numbers: as kept in the ledger when the list is byte for byte the one read then
+    (normalising 100,000 numbers takes seconds, at every start of a cron-run `once`), else read
+    and normalised now, and kept (`keep`: not by a command that only looks)."""
+    digest = _digest(data, reader.column, reader.country)
+    kept = await _kept(notes, reader.name)
+    if kept is not None and kept[0] == digest:
+        return kept[1]
+    found = await asyncio.to_thread(_Read.of, data, reader.column, reader.country)
     if notes is not None and keep:
         value = {"digest": digest, "numbers": found.numbers, "bad": found.bad, "first_bad": found.first_bad}
-        await notes.set_note(CACHE_SCOPE, str(path), json.dumps(value, separators=(",", ":")))
+        await notes.set_note(CACHE_SCOPE, reader.name, json.dumps(value, separators=(",", ":")))
     return found
 
 
 class OptOuts:
     """What the opt-out policy looks numbers up in (connector.policy.OptOutList)."""
 
-    def __init__(self, lists: Sequence[SuppressConfig] = (), base_dir: Path = Path()) -> None:
-        self._lists = [(base_dir / c.path if not c.path.is_absolute() else c.path, c) for c in lists]
-        self._seen: dict[Path, tuple[int, int]] = {}
-        self._per_file: dict[Path, set[str]] = {}
+    def __init__(
+        self, lists: Sequence[ListConfig] = (), base_dir: Path = Path(), *, offline: bool = False
+    ) -> None:
+        """`offline`: lists reached over the network are left out (rule tests)."""
+        readers = [config.reader(base_dir) for config in lists]
+        self._readers = [r for r in readers if not (offline and r.remote)]
+        self._per_list: dict[str, set[str]] = {}
+        self._failing: set[str] = set()  # said once per failure, not at every sweep
         self._numbers: frozenset[str] = frozenset()
         self._ledger: frozenset[str] = frozenset()
 
@@ -163,52 +211,51 @@ class OptOuts:
         return len(self._ledger | self._numbers)
 
     async def refresh(self, ledger: Ledger | None, *, keep: bool = True) -> None:
-        """Files read again where they changed, the ledger's list read again. `keep`: a list
+        """Lists read again where they changed, the ledger's list read again. `keep`: a list
         normalised afresh is kept in the ledger for the next start (not by `preview`)."""
         changed = False
-        for path, config, stamp, data in await asyncio.to_thread(self._changed_files):
-            if data is None:  # gone, or unreadable: nothing of it is suppressed until it is back
-                self._per_file[path] = set()
-                changed = True
-                continue
-            try:
-                found = await _numbers(path, config, data, ledger, keep)
-            except ValueError as exc:
-                log.error(
-                    "opt-out list cannot be read; its numbers are not suppressed",
-                    file=str(path),
-                    error=str(exc),
-                )
-                continue
-            found.warn(path)
-            self._seen[path] = stamp
-            self._per_file[path] = set(found.numbers)
-            changed = True
-            log.info("opt-out list read", file=str(path), numbers=len(self._per_file[path]))
+        for reader in self._readers:
+            changed |= await self._refresh_one(reader, ledger, keep)
         if changed:
-            self._numbers = frozenset().union(*self._per_file.values())
+            self._numbers = frozenset().union(*self._per_list.values())
         if ledger is not None:
             self._ledger = frozenset(number for number, _, _ in await ledger.optouts())
 
-    def _changed_files(self) -> list[tuple[Path, SuppressConfig, tuple[int, int], bytes | None]]:
-        """The list files whose size or time changed since they were read, with their bytes (None:
-        missing or unreadable, said once)."""
-        changed: list[tuple[Path, SuppressConfig, tuple[int, int], bytes | None]] = []
-        for path, config in self._lists:
-            try:
-                st = path.stat()
-                stamp = (st.st_size, st.st_mtime_ns)
-                if self._seen.get(path) == stamp:
-                    continue
-                data = path.read_bytes()
-            except OSError as exc:
-                if self._seen.pop(path, None) is not None or path not in self._per_file:
-                    log.error(
-                        "opt-out list cannot be read; its numbers are not suppressed",
-                        file=str(path),
-                        error=exc.strerror,
-                    )
-                changed.append((path, config, (0, 0), None))
-                continue
-            changed.append((path, config, stamp, data))
-        return changed
+    async def _refresh_one(self, reader: ListReader, ledger: Ledger | None, keep: bool) -> bool:
+        name = reader.name
+        try:
+            data = await asyncio.to_thread(reader.fetch)
+            if data is None:
+                return False
+            found = await _numbers(reader, data, ledger, keep)
+        except (ListUnreadable, ValueError) as exc:
+            return await self._unreadable(reader, ledger, str(exc))
+        if name in self._failing:
+            self._failing.discard(name)
+            log.info("opt-out list readable again", list=name)
+        found.warn(name)
+        self._per_list[name] = set(found.numbers)
+        log.info("opt-out list read", list=name, numbers=len(found.numbers))
+        return True
+
+    async def _unreadable(self, reader: ListReader, ledger: Ledger | None, why: str) -> bool:
+        """A list file that is gone suppresses nothing until it is back; a list kept elsewhere
+        (a sheet) keeps its last numbers, those of the last start if none were read yet: an
+        outage of its host must not send to the numbers on it."""
+        name = reader.name
+        first = name not in self._failing
+        self._failing.add(name)
+        if reader.keeps_last:
+            if name not in self._per_list and (kept := await _kept(ledger, name)) is not None:
+                self._per_list[name] = set(kept[1].numbers)
+            if first:
+                log.error(
+                    "opt-out list cannot be read; its last numbers stay suppressed",
+                    list=name,
+                    error=why,
+                    numbers=len(self._per_list.get(name, ())),
+                )
+            return True
+        if first:
+            log.error("opt-out list cannot be read; its numbers are not suppressed", list=name, error=why)
+        return self._per_list.pop(name, None) is not None

@@ -69,6 +69,7 @@ class Runtime(Protocol):
     async def stop_source(self, name: str) -> None: ...
     def start_source(self, name: str, source: Source) -> None: ...
 
+
 log = structlog.get_logger(__name__)
 
 SETTLE_S = 0.3  # an editor's save is several events (write, rename, chmod): one reload for them all
@@ -118,6 +119,7 @@ class Reloader:
             loop.add_signal_handler(signal.SIGHUP, self.request)
         path = self.runtime.loaded.path
         watched = {path.resolve(), (path.parent / ENV_FILE).resolve()}
+
         def changed() -> None:  # on watchdog's thread
             loop.call_soon_threadsafe(self.request)
 

@@ -3,10 +3,11 @@
 Each case goes through what a real pass would do with its row, through the same code
 (connector/rehearsal.py, which `connector preview` shows): the source's way of making a record of
 it, the compiled rules, the sink's way of writing the number, and the send policies as if now were
-the case's `at`, with the opt-out lists of the config's `suppress` files. Nothing is sent (the
-sinks' HTTP client refuses every request), no source is opened, no ledger is read or written, no
-credential is needed. What only the ledger knows is not counted: duplicates of earlier sends,
-frequency caps, daily budgets, the ledger's own opt-out list (`connector optout add`).
+the case's `at`, with the opt-out lists of the config's `suppress` files (a Google Sheet tab is not
+read). Nothing is sent (the sinks' HTTP client refuses every request), no source is opened, no
+ledger is read or written, no credential is needed. What only the ledger knows is not counted:
+duplicates of earlier sends, frequency caps, daily budgets, the ledger's own opt-out list
+(`connector optout add`).
 """
 
 from __future__ import annotations
@@ -102,8 +103,8 @@ class _Bench:
     async def open(cls, loaded: LoadedConfig, client: httpx.AsyncClient) -> _Bench:
         config = loaded.config
         sinks = build_sinks(loaded, client)
-        optouts = OptOuts(config.suppress, loaded.base_dir)
-        await optouts.refresh(None)  # the suppress files; the ledger's own list is not read
+        optouts = OptOuts(config.suppress, loaded.base_dir, offline=True)
+        await optouts.refresh(None)  # the suppress files (not sheet tabs: no network); not the ledger's list
         context = PolicyContext(config.timezone, optouts, budgets_of(loaded, sinks))
         return cls(
             loaded, sinks, PolicyStep(loaded.rules, context), rules_by_source(loaded.rules), time.time()

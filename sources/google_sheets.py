@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -48,14 +46,13 @@ from connector.progress import Progress
 from connector.status import is_resend
 from connector.types import STRICT, Duration
 from sources.base import Source, SourceConfigBase, SourceContext, StatusUpdate
+from sources.sheets_auth import key_file_of, spreadsheet_key
 from sources.sheets_client import Cell, SheetsClient, column_letter, load_credentials
 from sources.sheets_table import SheetRow, Table, read_table, rows_by_number
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-
-_SPREADSHEET_URL = re.compile(r"/spreadsheets/d/([A-Za-z0-9_-]+)")
 
 
 class GoogleSheetsConfig(SourceConfigBase):
@@ -92,12 +89,7 @@ class GoogleSheetsConfig(SourceConfigBase):
     @field_validator("spreadsheet")
     @classmethod
     def _spreadsheet_key(cls, value: str) -> str:
-        if "/" in value:
-            match = _SPREADSHEET_URL.search(value)
-            if match is None:
-                raise ValueError("not a spreadsheet URL: expected .../spreadsheets/d/KEY/...")
-            return match.group(1)
-        return value
+        return spreadsheet_key(value)
 
     @field_validator("cron")
     @classmethod
@@ -165,13 +157,8 @@ class GoogleSheetsSource(Source):
 
     def __init__(self, name: str, config: GoogleSheetsConfig, ctx: SourceContext) -> None:
         super().__init__(name, config, ctx)
-        key_file = config.credentials
-        if key_file is None and os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
-            key_file = Path(os.environ["GOOGLE_APPLICATION_CREDENTIALS"])
-        if key_file is not None and not key_file.is_absolute():
-            key_file = ctx.base_dir / key_file
         self.client = SheetsClient(
-            key_file=key_file,
+            key_file=key_file_of(config.credentials, ctx.base_dir),
             spreadsheet=config.spreadsheet,
             worksheet=config.worksheet,
             api_url=config.api_url,

@@ -37,6 +37,7 @@ KERNEL = (
     "connector.web",  # what a plug-in that serves HTTP hands the server: routes, error shape
     "connector.policy",  # the send policy step's words, shared by the engine and the policies
     "connector.progress",  # how a source shows progress of a long file or sheet
+    "connector.optout_lists",  # what a kind of opt-out list gives (a Google Sheet tab: sources)
 )
 APPLICATION = (
     "connector.__main__",

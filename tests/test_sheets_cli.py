@@ -152,7 +152,7 @@ def test_check_names_a_spreadsheet_that_cannot_be_opened(
         "source   orders (google_sheets): UNUSABLE source: spreadsheet 1NoSuchSheet not found, "
         "or not shared with connector@test-project.iam.gserviceaccount.com"
     ) in checked.stdout
-    assert "1 source(s)/sink(s) cannot be used" in checked.stdout
+    assert "1 source(s)/sink(s)/opt-out list(s) cannot be used" in checked.stdout
     assert "Traceback" not in checked.stderr
     assert emulator.writes == []
 

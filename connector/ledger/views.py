@@ -101,8 +101,7 @@ def attention(search: str, after: Cursor | None, limit: int) -> Program[tuple[li
         where += " AND updated_at <= ? AND NOT (updated_at = ? AND key >= ?)"
         params += [after.at, after.at, after.key]
     rows = yield Rows(
-        f"SELECT {COLUMNS} FROM sends WHERE {ATTENTION}{where} "
-        "ORDER BY updated_at DESC, key DESC LIMIT ?",
+        f"SELECT {COLUMNS} FROM sends WHERE {ATTENTION}{where} ORDER BY updated_at DESC, key DESC LIMIT ?",
         [*params, limit + 1],
     )
     entries = [entry_of(row) for row in rows[:limit]]
