@@ -45,7 +45,7 @@ class SheetListConfig(ListConfigBase):
     )
     timeout: Duration = Field(default=30.0, description="Timeout of one API request.")
     max_retry_time: Duration = Field(
-        default=30.0, description="Retries of one read (429, 5xx) give up after this long."
+        default=10.0, description="Retries of one read (429, 5xx) give up after this long."
     )
 
     @field_validator("sheet")
