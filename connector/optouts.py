@@ -228,8 +228,15 @@ class OptOuts:
             if data is None:
                 return False
             found = await _numbers(reader, data, ledger, keep)
-        except (ListUnreadable, ValueError) as exc:
+        except ListUnreadable as exc:
             return await self._unreadable(reader, ledger, str(exc))
+        except ValueError as exc:  # read, but not as configured (its column renamed): keep what it held
+            if name not in self._failing:
+                self._failing.add(name)
+                log.error(
+                    "opt-out list cannot be used; its last numbers stay suppressed", list=name, error=str(exc)
+                )
+            return False
         if name in self._failing:
             self._failing.discard(name)
             log.info("opt-out list readable again", list=name)

@@ -206,6 +206,22 @@ async def test_an_opt_out_file_is_read_again_when_it_changes(tmp_path: Path) -> 
     assert "+40742000003" in lists and "+40741000002" not in lists
 
 
+async def test_a_list_whose_column_is_gone_keeps_its_last_numbers_and_a_list_file_gone_none(
+    tmp_path: Path,
+) -> None:
+    stop = tmp_path / "stop.csv"
+    stop.write_text("Mobile\n0740 000 001\n")
+    lists = OptOuts([SuppressConfig(path=Path("stop.csv"), column="Mobile", country="RO")], tmp_path)
+    await lists.refresh(None)
+    assert "+40740000001" in lists
+    stop.write_text("Phone\n0740 000 002\n")  # the column renamed: a mistake, not a new list
+    await lists.refresh(None)
+    assert "+40740000001" in lists and "+40740000002" not in lists
+    stop.unlink()  # the file taken away: the list is emptied on purpose
+    await lists.refresh(None)
+    assert "+40740000001" not in lists
+
+
 async def test_an_opt_out_file_once_normalised_is_read_from_the_ledger_until_it_changes(
     tmp_path: Path,
 ) -> None:
