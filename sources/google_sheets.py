@@ -30,7 +30,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
 
 import structlog
@@ -46,8 +45,9 @@ from connector.progress import Progress
 from connector.status import is_resend
 from connector.types import STRICT, Duration
 from sources.base import Source, SourceConfigBase, SourceContext, StatusUpdate
-from sources.sheets_auth import key_file_of, spreadsheet_key
-from sources.sheets_client import Cell, SheetsClient, column_letter, load_credentials
+from sources.sheets_access import SheetsAccess
+from sources.sheets_auth import spreadsheet_key
+from sources.sheets_client import Cell, column_letter, load_credentials
 from sources.sheets_table import SheetRow, Table, read_table, rows_by_number
 
 log = structlog.get_logger(__name__)
@@ -55,18 +55,13 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 
-class GoogleSheetsConfig(SourceConfigBase):
+class GoogleSheetsConfig(SourceConfigBase, SheetsAccess):
     """A Google Sheet polled on a schedule; each row's status goes into its status cell."""
 
     model_config = STRICT
     type: Literal["google_sheets"] = Field(description="A worksheet of a Google Sheet.")
     spreadsheet: str = Field(description="The spreadsheet's key, or its URL from the browser.")
     worksheet: str | None = Field(default=None, description="The worksheet's title; default: the first.")
-    credentials: Path | None = Field(
-        default=None,
-        description="Service-account key file (share the sheet with its e-mail); default: "
-        "$GOOGLE_APPLICATION_CREDENTIALS.",
-    )
     every: Duration | None = Field(
         default=None, description="Poll this often; 60s when neither every nor cron is given."
     )
@@ -77,13 +72,6 @@ class GoogleSheetsConfig(SourceConfigBase):
     )
     status_column: str = Field(
         default="SMS Status", description="The column that gets each row's status; added if missing."
-    )
-    api_url: str = Field(
-        default="https://sheets.googleapis.com", description="The Sheets API; an emulator's in tests."
-    )
-    timeout: Duration = Field(default=30.0, description="Timeout of one API request.")
-    max_retry_time: Duration = Field(
-        default=120.0, description="Retries of one call (429, 5xx) give up after this long."
     )
 
     @field_validator("spreadsheet")
@@ -157,14 +145,8 @@ class GoogleSheetsSource(Source):
 
     def __init__(self, name: str, config: GoogleSheetsConfig, ctx: SourceContext) -> None:
         super().__init__(name, config, ctx)
-        self.client = SheetsClient(
-            key_file=key_file_of(config.credentials, ctx.base_dir),
-            spreadsheet=config.spreadsheet,
-            worksheet=config.worksheet,
-            api_url=config.api_url,
-            timeout=config.timeout,
-            max_retry_time=config.max_retry_time,
-            source=name,
+        self.client = config.client(
+            ctx.base_dir, spreadsheet=config.spreadsheet, worksheet=config.worksheet, source=name
         )
         self._lock = asyncio.Lock()  # one poll at a time, whoever starts it
         self._held: dict[str, str] = {}  # statuses from write_back, written with the next poll

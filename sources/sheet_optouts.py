@@ -23,27 +23,18 @@ from pydantic import Field, field_validator
 
 from connector.optout_lists import ListConfigBase, ListReader, ListUnreadable
 from connector.types import Duration
-from sources.sheets_auth import SheetsError, key_file_of, spreadsheet_key
-from sources.sheets_client import SheetsClient
+from sources.sheets_access import SheetsAccess
+from sources.sheets_auth import SheetsError, spreadsheet_key
 
 
-class SheetListConfig(ListConfigBase):
+class SheetListConfig(ListConfigBase, SheetsAccess):
     """A tab of a Google Sheet whose `column` (default: the first) holds numbers."""
 
     sheet: str = Field(description="The spreadsheet's key, or its URL from the browser.")
     tab: str | None = Field(default=None, description="The tab (worksheet) title; default: the first.")
-    credentials: Path | None = Field(
-        default=None,
-        description="Service-account key file (share the sheet with its e-mail); default: "
-        "$GOOGLE_APPLICATION_CREDENTIALS.",
-    )
     every: Duration = Field(
         default=60.0, description="Read it again at most this often (one Sheets API request each time)."
     )
-    api_url: str = Field(
-        default="https://sheets.googleapis.com", description="The Sheets API; an emulator's in tests."
-    )
-    timeout: Duration = Field(default=30.0, description="Timeout of one API request.")
     max_retry_time: Duration = Field(
         default=10.0, description="Retries of one read (429, 5xx) give up after this long."
     )
@@ -71,14 +62,8 @@ class SheetList:
         self.column, self.country = config.column, config.country
         self.name = f"sheet {config.sheet} / {config.tab or 'first tab'}"
         self._every = config.every
-        self._client = SheetsClient(
-            key_file=key_file_of(config.credentials, base_dir),
-            spreadsheet=config.sheet,
-            worksheet=config.tab,
-            api_url=config.api_url,
-            timeout=config.timeout,
-            max_retry_time=config.max_retry_time,
-            source=self.name,
+        self._client = config.client(
+            base_dir, spreadsheet=config.sheet, worksheet=config.tab, source=self.name
         )
         self._asked: float | None = None  # monotonic time of the last read, failed or not
         self._digest: str | None = None  # of what the last good read held

@@ -7,7 +7,6 @@ Blocking code, called from `sources.sheets_client` (itself entered through `asyn
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -72,16 +71,6 @@ def spreadsheet_key(value: str) -> str:
     if match is None:
         raise ValueError("not a spreadsheet URL: expected .../spreadsheets/d/KEY/...")
     return match.group(1)
-
-
-def key_file_of(credentials: Path | None, base_dir: Path) -> Path | None:
-    """The key file a config names (relative to the config file), else $GOOGLE_APPLICATION_CREDENTIALS."""
-    key_file = credentials
-    if key_file is None and os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
-        key_file = Path(os.environ["GOOGLE_APPLICATION_CREDENTIALS"])
-    if key_file is not None and not key_file.is_absolute():
-        key_file = base_dir / key_file
-    return key_file
 
 
 def load_credentials(path: Path) -> service_account.Credentials:
