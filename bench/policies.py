@@ -10,6 +10,10 @@ One run measures:
      minute apart, so a machine whose load drifts over the run disturbs it less).
      Beside it, the CPU time per record of the same passes (start-up subtracted): on a busy
      machine a steadier view of what the policy step costs than the rate.
+     Beside them, where valgrind is installed and `BENCH_CALLGRIND=1` (or `python -m bench.policies
+     --instructions`): the instructions per record of each configuration, counted by callgrind
+     (start-up subtracted), which no other load on the machine changes: the policy step's cost
+     without the machine's noise, which on a shared VM is as large as the 10% margin.
   2. a scheduled message's lateness: `connector run` with a CSV of messages due a few seconds
      ahead, against the RO emulator; the time from each one's due time to its request at the
      emulator. Target: under 1 s.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -160,6 +165,50 @@ def lateness() -> dict[str, float]:
     }
 
 
+def instructions(rows: int = 4000) -> dict[str, float]:
+    """Instructions per record without and with every policy (callgrind, start-up subtracted)."""
+    if shutil.which("valgrind") is None:
+        print("  instructions per record: valgrind is not installed")
+        return {}
+    per_record: list[float] = []
+    for policies in (False, True):
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            (folder / "inbox").mkdir()
+            _config(folder, policies=policies)
+            if policies:
+                _suppress_list(folder)
+            connector("once", "-c", "config.yaml", cwd=folder)  # the list normalised and kept
+            startup = _callgrind(folder)
+            write_orders(folder / "inbox" / "orders.csv", rows)
+            per_record.append((_callgrind(folder) - startup) / rows)
+    plain, every = per_record
+    print(
+        f"  instructions per record (callgrind, {rows:,} rows): {plain:,.0f} and {every:,.0f}: "
+        f"the policies cost {every / plain - 1:+.1%}"
+    )
+    return {
+        "no_policy_instructions_per_record": round(plain),
+        "every_policy_instructions_per_record": round(every),
+    }
+
+
+def _callgrind(folder: Path) -> int:
+    """The instructions `connector once` runs in `folder`, every thread counted."""
+    out = folder / "callgrind.out"
+    command = [sys.executable, "-m", "connector", "once", "-c", "config.yaml"]
+    subprocess.run(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command],
+        cwd=folder,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        check=True,
+    )
+    summary = next(line for line in out.read_text().splitlines() if line.startswith("summary:"))
+    out.unlink()
+    return int(summary.split()[1])
+
+
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(int(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -182,4 +231,14 @@ def _arrivals(emulator: RoEmulator) -> dict[str, float]:
 
 
 def run() -> dict[str, object]:
-    return {"throughput": throughput(), "lateness": lateness()}
+    results: dict[str, object] = {"throughput": throughput(), "lateness": lateness()}
+    if os.environ.get("BENCH_CALLGRIND") == "1":
+        results["instructions"] = instructions()
+    return results
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--instructions"]:
+        instructions()
+    else:
+        print(run())
