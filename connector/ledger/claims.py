@@ -195,11 +195,12 @@ def _let_go(
     """New claims to be sent at once whose rule has gates: let go here, in the claim's transaction
     (counted against their number, charged to their budget), or written as what their refusal
     makes of them (skipped; waiting for the next day's budget)."""
+    pending = State.PENDING  # read off the enum class once: ~50 ns a time on Python 3.11
     gated = [
         (row, row.by.gate)
         for row in rows
         if row.by is not None and row.by.gate is not None and row.entry.owner == me
-        and row.entry.state is State.PENDING
+        and row.entry.state is pending
     ]  # fmt: skip
     if not gated:
         return None

@@ -18,6 +18,7 @@ program is idempotent when run again after a commit whose answer was lost.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, TypeVar
 
@@ -100,12 +101,12 @@ class PgSession(Verbs):
     def dialect(self, sql: str) -> str:
         return _dialect(sql)
 
-    def lock(self, names: tuple[str, ...]) -> None:
+    def lock(self, prefix: str, keys: Sequence[str]) -> None:
         # In order, so that two transactions locking overlapping numbers never deadlock.
         self.conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(n, 0)) "
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s || n, 0)) "
             "FROM (SELECT unnest(%s::text[]) AS n ORDER BY 1) s",
-            [sorted(names)],
+            [prefix, list(keys)],
         )
 
     def bulk(self, step: RowsIn | RunIn | Insert) -> Any:

@@ -75,10 +75,12 @@ class Insert:
 
 @dataclass(frozen=True, slots=True)
 class Lock:
-    """Names no other transaction may lock until this one ends (PostgreSQL: transaction-scoped
-    advisory locks, taken in order; SQLite: its writer is alone already). Answered with None."""
+    """Names (`prefix` + each key) no other transaction may lock until this one ends (PostgreSQL:
+    transaction-scoped advisory locks, taken in order; SQLite: its writer is alone already, and
+    no name is ever built). Answered with None."""
 
-    names: tuple[str, ...]
+    prefix: str
+    keys: Sequence[str]
 
 
 @dataclass(frozen=True, slots=True)

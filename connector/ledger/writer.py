@@ -22,7 +22,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -83,10 +83,10 @@ class Verbs:
         if isinstance(step, Now):
             return now
         if isinstance(step, Lock):
-            return self.lock(step.names)
+            return self.lock(step.prefix, step.keys)
         return self.bulk(step)
 
-    def lock(self, names: tuple[str, ...]) -> None:
+    def lock(self, prefix: str, keys: Sequence[str]) -> None:
         return None  # one writer at a time already
 
     def savepoint(self) -> None:
