@@ -48,7 +48,8 @@ def tally(gates: Sequence[Gate], now: float) -> Program[Tally]:
         found = yield from rows_in("SELECT number FROM optouts WHERE number IN ({in})", numbers)
         opted = {str(r[0]) for r in found}
     capped = [g for g in gates if g.cap is not None]
-    counts = yield from _counts(capped, now, numbers if len(capped) == len(gates) else None)
+    counted = numbers if len(capped) == len(gates) else sorted({g.recipient for g in capped})
+    counts = yield from _counts(capped, now, counted)
     budgets = yield from _budgets([g for g in gates if g.limit is not None])
     return Tally(now, opted, counts, budgets, dict(budgets))
 
@@ -124,17 +125,13 @@ def admit(gates: Sequence[Gate]) -> Program[dict[str, Refusal]]:
     return refused
 
 
-def _counts(
-    gates: Sequence[Gate], now: float, numbers: list[str] | None = None
-) -> Program[dict[str, list[float]]]:
-    """For each capped number: when each message counted against it went (now, for those on
-    their way). The numbers are locked first, so no other transaction counts them meanwhile.
-    `numbers`: those of `gates`, sorted, when the caller has them already."""
+def _counts(gates: Sequence[Gate], now: float, numbers: list[str]) -> Program[dict[str, list[float]]]:
+    """For each capped number (`numbers`: those of `gates`, sorted): when each message counted
+    against it went (now, for those on their way). The numbers are locked first, so no other
+    transaction counts them meanwhile."""
     counts: dict[str, list[float]] = defaultdict(list)
     if not gates:
         return counts
-    if numbers is None:
-        numbers = sorted({g.recipient for g in gates})
     yield Lock("cap:", numbers)
     longest = max(g.cap.period for g in gates if g.cap is not None)
     for number, at in (
