@@ -126,7 +126,8 @@ class Gate:
 
 @runtime_checkable
 class Gating(Protocol):
-    """A policy whose check needs the ledger: it says what to check, the ledger checks it."""
+    """A policy whose check needs the ledger: it says what to check, the ledger checks it. Its own
+    `check` says send (the step does not ask it)."""
 
     def gate(self, gate: Gate, candidate: Candidate, now: float) -> None:
         """Fill in what the ledger must check for this policy (the gate's own fields)."""

@@ -70,6 +70,10 @@ class PolicyStep:
         self._gating = {
             name: [p for p in found if isinstance(p, Gating)] for name, found in self._by_rule.items()
         }
+        # What is asked of each message: a gating policy's own check always says send.
+        self._checking = {
+            name: [p for p in found if not isinstance(p, Gating)] for name, found in self._by_rule.items()
+        }
         self.on_wait: Callable[[float], None] | None = None  # a message now waits until then
 
     def policies(self, rule: str) -> list[Policy]:
@@ -83,7 +87,7 @@ class PolicyStep:
     def _judge(self, rule: str, sink: str, decision: Decision, now: float) -> tuple[Verdict, Candidate]:
         meta = _NO_META if decision.send_at is None else {SEND_AT: decision.send_at}
         candidate = Candidate(rule, sink, decision.to or "", decision.text or "", None, None, meta)
-        return judge(self._by_rule.get(rule, ()), candidate, now, self._scheduling.get(rule, ()))
+        return judge(self._checking.get(rule, ()), candidate, now, self._scheduling.get(rule, ()))
 
     def admit(self, claim: Claim, decision: Decision, now: float) -> Claim:
         """The claim as the policies have it: sent now, waiting, skipped or failed. One sent now
@@ -123,7 +127,9 @@ class PolicyStep:
                 continue
             due = entry.due_at if entry.due_at is not None else entry.created_at
             candidate = Candidate(entry.rule, entry.sink, entry.recipient, entry.text, due_at=due)
-            verdict, _ = decide(policies, candidate, now, self._scheduling.get(entry.rule, ()))
+            verdict, _ = decide(
+                self._checking[entry.rule], candidate, now, self._scheduling.get(entry.rule, ())
+            )
             if verdict.act is Act.SEND:
                 going.append(entry)
                 continue

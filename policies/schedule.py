@@ -54,24 +54,12 @@ class HasSchedule(Protocol):
     def expire_after(self) -> float | None: ...
 
 
-class SchedulePolicy:
-    def __init__(self, rule: HasSchedule, zone: ZoneInfo) -> None:
-        self.scheduled = rule.send_at is not None
-        self.offset = rule.send_offset
-        self.expire_after = rule.expire_after
-        self.zone = zone
+class ExpiryPolicy:
+    """`expire_after` without `send_at`: the message is due when it is claimed, and is skipped if
+    it has waited (quiet hours, a budget) past its expiry. Not a scheduler: nothing to work out."""
 
-    @classmethod
-    def for_rule(cls, rule: HasSchedule, context: PolicyContext) -> SchedulePolicy | None:
-        if rule.send_at is None and rule.expire_after is None:
-            return None
-        return cls(rule, context.zone)
-
-    def due(self, candidate: Candidate, at: float) -> float:
-        """When the message is due: its scheduled time, else now. ValueError when unreadable."""
-        if not self.scheduled:
-            return at
-        return parse_moment(candidate.meta.get(SEND_AT, ""), self.zone) + self.offset
+    def __init__(self, expire_after: float | None) -> None:
+        self.expire_after = expire_after
 
     def check(self, candidate: Candidate, at: float) -> Verdict:
         due = candidate.due_at
@@ -82,3 +70,23 @@ class SchedulePolicy:
         if self.expire_after is not None and at > due + self.expire_after:
             return skip(f"expired (was due {utc(due)})")
         return SEND
+
+
+class SchedulePolicy(ExpiryPolicy):
+    def __init__(self, rule: HasSchedule, zone: ZoneInfo) -> None:
+        super().__init__(rule.expire_after)
+        self.scheduled = rule.send_at is not None
+        self.offset = rule.send_offset
+        self.zone = zone
+
+    @classmethod
+    def for_rule(cls, rule: HasSchedule, context: PolicyContext) -> ExpiryPolicy | None:
+        if rule.send_at is None:
+            return None if rule.expire_after is None else ExpiryPolicy(rule.expire_after)
+        return cls(rule, context.zone)
+
+    def due(self, candidate: Candidate, at: float) -> float:
+        """When the message is due: its scheduled time, else now. ValueError when unreadable."""
+        if not self.scheduled:
+            return at
+        return parse_moment(candidate.meta.get(SEND_AT, ""), self.zone) + self.offset

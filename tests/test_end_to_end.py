@@ -98,7 +98,7 @@ def test_status_and_check_commands(tmp_path: Path, emulator: RoEmulator, url: st
     check = connector("check", "-c", "config.yaml", cwd=tmp_path)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "robo_sms_ro" in check.stdout and TOKEN not in check.stdout
-    assert "connector.db, schema version 3" in check.stdout
+    assert "connector.db, schema version 4" in check.stdout
 
 
 PK_KEY = "pk-e2e-key"

@@ -19,12 +19,14 @@ from connector.ledger import (
     Delivery,
     Fenced,
     LedgerUnavailable,
+    Refusal,
     SqlLedger,
     State,
     Transition,
     open_ledger,
     schema,
 )
+from connector.policy import Cap, Gate
 from tests.ledgers import BACKENDS, lapse, ledger_url, raw_sql
 
 
@@ -515,6 +517,51 @@ async def test_a_ledger_of_the_single_process_version_is_migrated(tmp_path: Path
     assert raw_sql(f"sqlite:///{tmp_path / 'old.db'}", "SELECT value FROM meta WHERE name = 'schema'") == [
         (str(schema.VERSION),)
     ]
+
+
+async def test_a_ledger_of_version_3_counts_its_caps_as_before(tmp_path: Path) -> None:
+    # Version 3 counted caps by the state (two indexes); version 4 by `counted_at`: what was sent
+    # within the period and what was let go and not settled still count, what ended untaken not.
+    now = time.time()
+    with contextlib.closing(sqlite3.connect(tmp_path / "v3.db")) as db, db:
+        db.executescript(
+            """
+            CREATE TABLE sends (key TEXT PRIMARY KEY, source TEXT NOT NULL, rule TEXT NOT NULL,
+                sink TEXT NOT NULL, origin TEXT NOT NULL, recipient TEXT NOT NULL, text TEXT NOT NULL,
+                state TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '', attempts BIGINT NOT NULL DEFAULT 0,
+                created_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL,
+                expires_at DOUBLE PRECISION, owner TEXT, due_at DOUBLE PRECISION,
+                not_before DOUBLE PRECISION, admitted_at DOUBLE PRECISION, charged BIGINT, charged_day TEXT);
+            CREATE INDEX sends_admitted ON sends (recipient)
+                WHERE admitted_at IS NOT NULL AND state IN ('pending', 'sending');
+            CREATE INDEX sends_counted ON sends (recipient, updated_at) WHERE state IN ('sent', 'unknown');
+            CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+            INSERT INTO meta VALUES ('schema', '3');
+            """
+        )
+        row = "INSERT INTO sends VALUES (?, 'e', 'r', 'ro', ?, '+40740123456', 'hi', ?, '', 1, ?, ?, " + (
+            "NULL, NULL, NULL, NULL, ?, NULL, NULL)"
+        )
+        db.execute(row, ["sent-lately", "f:1", "sent", now - 60, now - 60, now - 60])
+        db.execute(row, ["sent-long-ago", "f:2", "sent", now - 7200, now - 7200, now - 7200])
+        db.execute(row, ["let-go", "f:3", "sending", now - 5, now - 5, now - 5])
+        db.execute(row, ["refused", "f:4", "failed", now - 30, now - 30, None])
+        db.execute(row, ["new", "f:5", "pending", now, now, None])
+        db.execute(row, ["other", "f:6", "pending", now, now, None])
+    ledger = await open_ledger("sqlite:///v3.db", tmp_path)
+    await ledger.join()
+    try:
+        assert not raw_sql(
+            f"sqlite:///{tmp_path / 'v3.db'}",
+            "SELECT name FROM sqlite_master WHERE name IN ('sends_admitted', 'sends_counted')",
+        )
+        two, three = Cap(2, 3600.0, "2 per 1h"), Cap(3, 3600.0, "3 per 1h")
+        assert await ledger.admit([Gate("new", "+40740123456", cap=two)]) == {
+            "new": Refusal(State.SKIPPED, "frequency cap (2 per 1h)")
+        }
+        assert await ledger.admit([Gate("other", "+40740123456", cap=three)]) == {}
+    finally:
+        await ledger.close()
 
 
 async def test_a_sqlite_ledger_locked_by_a_frozen_process_is_waited_for(

@@ -50,7 +50,7 @@ def test_check_verifies_a_postgresql_ledger_without_showing_its_password(tmp_pat
         (tmp_path / "inbox" / "a.csv").write_text("Name,Phone\nAna,0740123456\n")
         assert connector("once", "-c", "config.yaml", cwd=tmp_path).returncode == 0
         ready = connector("check", "-c", "config.yaml", cwd=tmp_path)
-        assert ready.returncode == 0 and "reachable, schema version 3" in ready.stdout
+        assert ready.returncode == 0 and "reachable, schema version 4" in ready.stdout
         offline = connector("check", "--offline", "-c", "config.yaml", cwd=tmp_path)
         assert offline.returncode == 0 and "ledger   not checked (--offline)" in offline.stdout
         raw_sql(url, "UPDATE meta SET value = '7' WHERE name = 'schema'")

@@ -83,6 +83,25 @@ async def test_a_cap_counts_what_was_sent_and_what_is_on_its_way(ledger: SqlLedg
     assert other == {}  # another number
 
 
+async def test_a_cap_counts_unknown_outcomes_and_no_longer_what_ended_untaken(ledger: SqlLedger) -> None:
+    cap = Cap(2, 3600.0, "2 per 1h")
+    for key in ("u0", "u1", "u2", "u3"):
+        await ledger.claim([claim(key, f"f:{key}")])
+    assert await ledger.admit([Gate(k, "+40740123456", cap=cap) for k in ("u0", "u1")]) == {}
+    await ledger.mark_sending(["u0", "u1"])
+    made = {e.key: e.created_at for e in await ledger.entries(["u0", "u1"])}
+    await ledger.record(
+        [
+            Transition("u0", State.FAILED, "refused by the provider", made["u0"]),  # not taken
+            Transition("u1", State.UNKNOWN, "no answer", made["u1"]),  # may have been taken
+        ]
+    )
+    assert await ledger.admit([Gate("u2", "+40740123456", cap=cap)]) == {}
+    assert await ledger.admit([Gate("u3", "+40740123456", cap=cap)]) == {
+        "u3": Refusal(State.SKIPPED, "frequency cap (2 per 1h)")
+    }
+
+
 async def test_the_ledgers_opt_out_list_is_checked_as_messages_go(ledger: SqlLedger) -> None:
     await ledger.claim([claim("o1")])
     assert await ledger.optout_add(["+40740123456", "+40740123456"], "asked") == 1

@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from connector.optouts import CACHE_SCOPE, OptOuts, SuppressConfig, read_list
-from connector.policy import Act, Candidate, decide
+from connector.policy import Act, Candidate, PolicyContext, Scheduling, decide
 from policies.optout import OptOutPolicy
 from policies.schedule import SEND_AT, SchedulePolicy, parse_moment
 from policies.window import SendWindow, WindowPolicy, parse_days
@@ -182,7 +182,8 @@ def test_expiry_is_judged_when_the_message_would_go_not_foretold() -> None:
 
 
 def test_a_message_checked_again_keeps_the_due_time_the_ledger_kept() -> None:
-    policy = SchedulePolicy(Rule(send_at=None, expire_after=600.0), BUCHAREST)
+    policy = SchedulePolicy.for_rule(Rule(send_at=None, expire_after=600.0), PolicyContext(BUCHAREST))
+    assert policy is not None and not isinstance(policy, Scheduling)  # due when claimed: nothing to work out
     kept = Candidate(rule="r", sink="ro", to="+40740123456", text="hi", due_at=at("2026-12-07 08:00"))
     assert decide([policy], kept, at("2026-12-07 08:05"))[0].act is Act.SEND
     verdict = decide([policy], kept, at("2026-12-07 08:11"))[0]

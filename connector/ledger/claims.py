@@ -17,6 +17,7 @@ from typing import Any
 from connector.errors import LedgerUnavailable
 from connector.ledger.base import Claim, Claimed, ClaimResult, Delivery, Entry, Refusal, State
 from connector.ledger.gates import Letting, Tally, let_go, spend, take_back, tally
+from connector.ledger.schema import ON_ITS_WAY
 from connector.ledger.steps import Insert, Now, Program, Rows, Run, rows_in
 
 COLUMNS = (
@@ -26,12 +27,12 @@ COLUMNS = (
 ROUNDS = 8  # re-reads of keys another instance claimed in the same moment, before giving up
 
 _Known = dict[str, tuple[Entry, float | None]]  # key -> (entry, expires_at)
-_COLUMNS = (*COLUMNS.split(", "), "expires_at", "admitted_at", "charged", "charged_day")
+_COLUMNS = (*COLUMNS.split(", "), "expires_at", "admitted_at", "charged", "charged_day", "counted_at")
 _TYPES = (
     ("text",) * 9
     + ("bigint", "double precision", "double precision", "text")
     + ("double precision",) * 4
-    + ("bigint", "text")
+    + ("bigint", "text", "double precision")
 )
 _NOT_LET = (None, None, None)  # not let go (yet): no admission, no charge
 _Let = Letting | tuple[None, None, None]
@@ -249,7 +250,7 @@ def _insert(rows: list[_Row], admitted: dict[str, Letting]) -> Program[list[str]
         let = admitted.get(e.key, _NOT_LET)
         values.append(
             (*_texts(e), e.attempts, e.created_at, e.updated_at, e.owner, e.due_at, e.not_before,
-             row.expires_at, *let)
+             row.expires_at, *let, None if let[0] is None else ON_ITS_WAY)
         )  # fmt: skip
     taken = set((yield Insert("sends", _COLUMNS, _TYPES, values, "key")))
     return [row.entry.key for row in rows if row.entry.key not in taken]
@@ -268,7 +269,7 @@ def _replace(read: Entry, e: Entry, expires_at: float | None, let: _Let | None =
         "UPDATE sends SET source = ?, rule = ?, sink = ?, origin = ?, recipient = ?, text = ?, state = ?, "
         "detail = ?, attempts = ?, created_at = ?, updated_at = ?, expires_at = ?, owner = ?, due_at = ?, "
         "not_before = ?"
-        + ("" if let is None else ", admitted_at = ?, charged = ?, charged_day = ?")
+        + ("" if let is None else ", admitted_at = ?, charged = ?, charged_day = ?, counted_at = ?")
         + " WHERE key = ? AND state = ? AND updated_at = ? "
         "AND (owner = ? OR (owner IS NULL AND CAST(? AS TEXT) IS NULL))",
         [
@@ -280,7 +281,7 @@ def _replace(read: Entry, e: Entry, expires_at: float | None, let: _Let | None =
             e.owner,
             e.due_at,
             e.not_before,
-            *(let or ()),
+            *(() if let is None else (*let, None if let[0] is None else ON_ITS_WAY)),
             e.key,
             read.state.value,
             read.updated_at,

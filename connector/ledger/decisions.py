@@ -17,6 +17,7 @@ from enum import StrEnum
 from connector.ledger.base import Entry, State
 from connector.ledger.claims import COLUMNS, entry_of
 from connector.ledger.keys import key_range
+from connector.ledger.schema import COUNTED
 from connector.ledger.steps import Now, Program, Rows, Run, RunMany, marks, rows_in
 
 
@@ -85,21 +86,23 @@ def resolve(keys: Sequence[str], decision: Decision, me: str) -> Program[list[Re
     detail = hand_detail(decision.verdict, decision.note, decision.actor)
     again = decision.verdict is Verdict.RESEND
     state = State.PENDING if again else State(decision.verdict.value)
+    counted = now if state.value in COUNTED else None  # when it counts against a cap
     for entry in decided:
         if again:
             # Claimed again by this process, as new: its earlier attempt's answers no longer apply,
             # and the policies and the budget look at it afresh before it leaves.
             changed = yield Run(
                 "UPDATE sends SET state = 'pending', detail = ?, owner = ?, created_at = ?, updated_at = ?, "
-                "not_before = NULL, due_at = NULL, admitted_at = NULL, charged = NULL, charged_day = NULL "
+                "not_before = NULL, due_at = NULL, admitted_at = NULL, charged = NULL, charged_day = NULL, "
+                "counted_at = NULL "
                 "WHERE key = ? AND state = ? AND updated_at = ?",
                 [detail, me, now, now, entry.key, entry.state.value, entry.updated_at],
             )
         else:
             changed = yield Run(
-                "UPDATE sends SET state = ?, detail = ?, updated_at = ?, owner = NULL, not_before = NULL "
-                "WHERE key = ? AND state = ? AND updated_at = ?",
-                [state.value, detail, now, entry.key, entry.state.value, entry.updated_at],
+                "UPDATE sends SET state = ?, detail = ?, updated_at = ?, counted_at = ?, owner = NULL, "
+                "not_before = NULL WHERE key = ? AND state = ? AND updated_at = ?",
+                [state.value, detail, now, counted, entry.key, entry.state.value, entry.updated_at],
             )
         if not changed:  # changed since it was read (another instance settled it): read again
             answers.append(Resolution(entry.key, entry, "it changed meanwhile: look at it again"))

@@ -4,7 +4,8 @@ and daily budgets.
 
 A message let go is marked `admitted`: it counts against its number's cap, and its cost is
 reserved from its sink's budget for the day. Caps count what was sent or is unknown (it may have
-been taken) over the cap's period, plus what is admitted and not settled. The numbers of a batch
+been taken) over the cap's period, plus what is admitted and not settled: a row's `counted_at`
+says which (schema.py). The numbers of a batch
 are locked first (PostgreSQL; SQLite's writer is alone anyway), so two messages to one number
 racing on two instances cannot both pass. A message that ends without being taken (refused,
 held, skipped) gives its cost back (`refund`).
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from connector.ledger.base import Refusal, State, Transition
+from connector.ledger.schema import ON_ITS_WAY
 from connector.ledger.steps import Lock, Now, Program, Rows, Run, rows_in, run_in
 from connector.policy import Gate, utc
 
@@ -119,7 +121,10 @@ def admit(gates: Sequence[Gate]) -> Program[dict[str, Refusal]]:
             letting[verdict].append(gate.key)
     for values, keys in letting.items():
         yield from run_in(
-            "UPDATE sends SET admitted_at = ?, charged = ?, charged_day = ? WHERE key IN ({in})", keys, values
+            "UPDATE sends SET admitted_at = ?, charged = ?, charged_day = ?, counted_at = ? "
+            "WHERE key IN ({in})",
+            keys,
+            [*values, ON_ITS_WAY],
         )
     yield from spend(t)
     return refused
@@ -136,21 +141,13 @@ def _counts(gates: Sequence[Gate], now: float, numbers: list[str]) -> Program[di
     longest = max(g.cap.period for g in gates if g.cap is not None)
     for number, at in (
         yield from rows_in(
-            "SELECT recipient, updated_at FROM sends WHERE state IN ('sent', 'unknown') "
-            "AND updated_at >= ? AND recipient IN ({in})",
+            "SELECT recipient, counted_at FROM sends WHERE counted_at IS NOT NULL AND counted_at >= ? "
+            "AND recipient IN ({in})",
             numbers,
             [now - longest],
         )
     ):
-        counts[str(number)].append(float(at))
-    for number, count in (
-        yield from rows_in(
-            "SELECT recipient, count(*) FROM sends WHERE admitted_at IS NOT NULL "
-            "AND state IN ('pending', 'sending') AND recipient IN ({in}) GROUP BY recipient",
-            numbers,
-        )
-    ):
-        counts[str(number)] += [now] * int(count)
+        counts[str(number)].append(now if at >= ON_ITS_WAY else float(at))
     return counts
 
 
@@ -183,7 +180,7 @@ def refund(transitions: Sequence[Transition]) -> Program[None]:
     for (sink, day), amount in sorted(back.items()):
         yield Run("UPDATE budgets SET spent = spent - ? WHERE sink = ? AND day = ?", [amount, sink, day])
     yield from run_in(
-        "UPDATE sends SET admitted_at = NULL, charged = NULL, charged_day = NULL "
+        "UPDATE sends SET admitted_at = NULL, charged = NULL, charged_day = NULL, counted_at = NULL "
         "WHERE admitted_at IS NOT NULL AND state IN ('failed', 'pending', 'skipped') AND key IN ({in})",
         keys,
     )

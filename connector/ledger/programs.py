@@ -18,6 +18,7 @@ from connector.errors import Fenced
 from connector.ledger.base import Counts, Entry, Instance, State, Transition
 from connector.ledger.claims import COLUMNS, entry_of
 from connector.ledger.gates import refund
+from connector.ledger.schema import COUNTED
 from connector.ledger.steps import Now, Program, Rows, Run, RunMany, marks, rows_in, run_in
 
 UNKNOWN_AFTER_LAPSE = "the process stopped while the provider had the request; not resent"
@@ -104,8 +105,8 @@ def record_all(requests: list[tuple[Sequence[Transition], tuple[str, ...]]]) -> 
         by_ids.setdefault(mine, []).extend(transitions)
     for mine, transitions in by_ids.items():
         yield RunMany(
-            "UPDATE sends SET state = ?, detail = ?, updated_at = ?, owner = NULL, not_before = ? "
-            "WHERE key = ? AND (CAST(? AS DOUBLE PRECISION) IS NULL OR created_at = ?) "
+            "UPDATE sends SET state = ?, detail = ?, updated_at = ?, owner = NULL, not_before = ?, "
+            "counted_at = ? WHERE key = ? AND (CAST(? AS DOUBLE PRECISION) IS NULL OR created_at = ?) "
             f"AND (owner IN ({marks(len(mine))}) OR (state = 'unknown' AND CAST(? AS TEXT) != 'pending'))",
             [
                 (
@@ -113,6 +114,7 @@ def record_all(requests: list[tuple[Sequence[Transition], tuple[str, ...]]]) -> 
                     t.detail,
                     now,
                     t.not_before,
+                    now if t.state in _COUNTED else None,
                     t.key,
                     t.created_at,
                     t.created_at,
@@ -136,6 +138,7 @@ def record_all(requests: list[tuple[Sequence[Transition], tuple[str, ...]]]) -> 
 
 
 _NOTED = frozenset({State.PENDING, State.UNKNOWN})
+_COUNTED = frozenset(State(s) for s in COUNTED)
 
 
 _PICK_FREE = (
@@ -233,9 +236,9 @@ def recover() -> Program[int]:
     now = yield Now()
     yield Run("DELETE FROM instances WHERE expires_at <= ?", [now])
     unknown = yield Run(
-        "UPDATE sends SET state = 'unknown', detail = ?, updated_at = ?, owner = NULL "
+        "UPDATE sends SET state = 'unknown', detail = ?, updated_at = ?, counted_at = ?, owner = NULL "
         f"WHERE state = 'sending' AND {_OPEN} AND (owner IS NULL OR {_NOT_LIVE})",
-        [UNKNOWN_AFTER_LAPSE, now],
+        [UNKNOWN_AFTER_LAPSE, now, now],
     )
     yield Run(
         "UPDATE sends SET owner = NULL "
@@ -254,9 +257,9 @@ def retire(me: str) -> Program[int]:
         "UPDATE sends SET owner = NULL WHERE owner = ? AND state = 'pending' AND not_before IS NOT NULL", [me]
     )
     unknown = yield Run(
-        "UPDATE sends SET state = 'unknown', detail = ?, updated_at = ?, owner = NULL "
+        "UPDATE sends SET state = 'unknown', detail = ?, updated_at = ?, counted_at = ?, owner = NULL "
         f"WHERE owner = ? AND state = 'sending' AND {_OPEN}",
-        [UNKNOWN_AFTER_LAPSE, now, me],
+        [UNKNOWN_AFTER_LAPSE, now, now, me],
     )
     yield Run("DELETE FROM holds WHERE owner = ?", [me])
     yield Run("DELETE FROM instances WHERE id = ?", [me])

@@ -10,7 +10,7 @@ from __future__ import annotations
 from connector.errors import LedgerUnavailable
 from connector.ledger.steps import Program, Rows, Run
 
-VERSION = 3
+VERSION = 4
 _CUT_SHORT = "the process stopped while the provider had the request; not resent"
 
 _SENDS = """
@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS sends (
     not_before DOUBLE PRECISION,
     admitted_at DOUBLE PRECISION,
     charged    BIGINT,
-    charged_day TEXT
+    charged_day TEXT,
+    counted_at DOUBLE PRECISION
 )"""
 
 # Only open messages are indexed by state: every send passes through three states, and indexing
@@ -46,21 +47,22 @@ _OPEN_INDEXES = (
     "WHERE state IN ('pending', 'sending') AND not_before IS NULL",
     "CREATE INDEX IF NOT EXISTS sends_waiting ON sends (not_before) "
     "WHERE state = 'pending' AND not_before IS NOT NULL",
-    # Messages let go and not settled yet, by number: what a frequency cap counts besides what
-    # was sent (few rows: those on their way right now).
-    "CREATE INDEX IF NOT EXISTS sends_admitted ON sends (recipient) "
-    "WHERE admitted_at IS NOT NULL AND state IN ('pending', 'sending')",
     # What needs a person, newest first (the status page, `connector status`, `resolve
     # --all-unknown`): few rows, so cheap to keep, and no page view scans the whole table.
     "CREATE INDEX IF NOT EXISTS sends_attention ON sends (updated_at) WHERE state IN ('failed', 'unknown')",
 )
 
-# What a frequency cap counts of what was sent, by number and time. Made only when a rule has a
-# cap (`counted_index`): otherwise every send would pay for an index nothing reads.
+# What a frequency cap counts, by number and time (`counted_at`: when a message was sent or its
+# outcome became unknown; ON_ITS_WAY while it is let go and not settled; NULL when it does not
+# count). One index, written as a message is let go and as it settles: the state is not in it, so
+# the step to `sending` leaves it alone (an index on the state is rewritten at every step). Made
+# only when a rule has a cap (`counted_index`): otherwise every send would pay for an index
+# nothing reads.
 COUNTED_INDEX = (
-    "CREATE INDEX IF NOT EXISTS sends_counted ON sends (recipient, updated_at) "
-    "WHERE state IN ('sent', 'unknown')"
+    "CREATE INDEX IF NOT EXISTS sends_capped ON sends (recipient, counted_at) WHERE counted_at IS NOT NULL"
 )
+ON_ITS_WAY = 1e15  # counted_at of a message on its way: within any cap's period, whenever it ends
+COUNTED = ("sent", "unknown")  # the states a cap counts
 
 _REST = (
     """CREATE TABLE IF NOT EXISTS notes (
@@ -138,6 +140,16 @@ def migrate() -> Program[int]:
             yield Run(f"ALTER TABLE sends ADD COLUMN {column}")
         yield Run("DROP INDEX IF EXISTS sends_pending")
         yield Run("UPDATE sends SET state = 'unknown', detail = ? WHERE state = 'sending'", [_CUT_SHORT])
+    if 1 <= version <= 3:  # caps counted by `counted_at`, no longer by the state and two indexes
+        yield Run("ALTER TABLE sends ADD COLUMN counted_at DOUBLE PRECISION")
+        yield Run("UPDATE sends SET counted_at = updated_at WHERE state IN ('sent', 'unknown')")
+        yield Run(
+            "UPDATE sends SET counted_at = ? "
+            "WHERE admitted_at IS NOT NULL AND state IN ('pending', 'sending')",
+            [ON_ITS_WAY],
+        )
+        yield Run("DROP INDEX IF EXISTS sends_admitted")
+        yield Run("DROP INDEX IF EXISTS sends_counted")
     for ddl in _OPEN_INDEXES:
         yield Run(ddl)
     for ddl in _REST:
