@@ -121,15 +121,13 @@ class PolicyStep:
         going: list[Entry] = []
         held: list[Transition] = []
         for entry in entries:
-            policies = self._by_rule.get(entry.rule)
-            if not policies:
+            checking = self._checking.get(entry.rule)
+            if not checking:  # no policy, or only gating ones (the ledger's to check)
                 going.append(entry)
                 continue
             due = entry.due_at if entry.due_at is not None else entry.created_at
             candidate = Candidate(entry.rule, entry.sink, entry.recipient, entry.text, due_at=due)
-            verdict, _ = decide(
-                self._checking[entry.rule], candidate, now, self._scheduling.get(entry.rule, ())
-            )
+            verdict, _ = decide(checking, candidate, now, self._scheduling.get(entry.rule, ()))
             if verdict.act is Act.SEND:
                 going.append(entry)
                 continue

@@ -75,7 +75,6 @@ class ExpiryPolicy:
 class SchedulePolicy(ExpiryPolicy):
     def __init__(self, rule: HasSchedule, zone: ZoneInfo) -> None:
         super().__init__(rule.expire_after)
-        self.scheduled = rule.send_at is not None
         self.offset = rule.send_offset
         self.zone = zone
 
@@ -86,7 +85,5 @@ class SchedulePolicy(ExpiryPolicy):
         return cls(rule, context.zone)
 
     def due(self, candidate: Candidate, at: float) -> float:
-        """When the message is due: its scheduled time, else now. ValueError when unreadable."""
-        if not self.scheduled:
-            return at
+        """When the message is due: its scheduled time. ValueError when unreadable."""
         return parse_moment(candidate.meta.get(SEND_AT, ""), self.zone) + self.offset

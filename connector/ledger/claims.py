@@ -17,7 +17,6 @@ from typing import Any
 from connector.errors import LedgerUnavailable
 from connector.ledger.base import Claim, Claimed, ClaimResult, Delivery, Entry, Refusal, State
 from connector.ledger.gates import Letting, Tally, let_go, spend, take_back, tally
-from connector.ledger.schema import ON_ITS_WAY
 from connector.ledger.steps import Insert, Now, Program, Rows, Run, rows_in
 
 COLUMNS = (
@@ -34,8 +33,8 @@ _TYPES = (
     + ("double precision",) * 4
     + ("bigint", "text", "double precision")
 )
-_NOT_LET = (None, None, None)  # not let go (yet): no admission, no charge
-_Let = Letting | tuple[None, None, None]
+_NOT_LET = (None, None, None, None)  # not let go (yet): no admission, no charge, not counted
+_Let = Letting | tuple[None, None, None, None]
 
 
 def entry_of(row: Sequence[Any]) -> Entry:
@@ -250,7 +249,7 @@ def _insert(rows: list[_Row], admitted: dict[str, Letting]) -> Program[list[str]
         let = admitted.get(e.key, _NOT_LET)
         values.append(
             (*_texts(e), e.attempts, e.created_at, e.updated_at, e.owner, e.due_at, e.not_before,
-             row.expires_at, *let, None if let[0] is None else ON_ITS_WAY)
+             row.expires_at, *let)
         )  # fmt: skip
     taken = set((yield Insert("sends", _COLUMNS, _TYPES, values, "key")))
     return [row.entry.key for row in rows if row.entry.key not in taken]
@@ -281,7 +280,7 @@ def _replace(read: Entry, e: Entry, expires_at: float | None, let: _Let | None =
             e.owner,
             e.due_at,
             e.not_before,
-            *(() if let is None else (*let, None if let[0] is None else ON_ITS_WAY)),
+            *(let or ()),
             e.key,
             read.state.value,
             read.updated_at,

@@ -17,7 +17,7 @@ from enum import StrEnum
 from connector.ledger.base import Entry, State
 from connector.ledger.claims import COLUMNS, entry_of
 from connector.ledger.keys import key_range
-from connector.ledger.schema import COUNTED
+from connector.ledger.schema import counted_at
 from connector.ledger.steps import Now, Program, Rows, Run, RunMany, marks, rows_in
 
 
@@ -86,7 +86,7 @@ def resolve(keys: Sequence[str], decision: Decision, me: str) -> Program[list[Re
     detail = hand_detail(decision.verdict, decision.note, decision.actor)
     again = decision.verdict is Verdict.RESEND
     state = State.PENDING if again else State(decision.verdict.value)
-    counted = now if state.value in COUNTED else None  # when it counts against a cap
+    counted = counted_at(state, now)  # when it counts against a cap
     for entry in decided:
         if again:
             # Claimed again by this process, as new: its earlier attempt's answers no longer apply,

@@ -5,10 +5,9 @@ and daily budgets.
 A message let go is marked `admitted`: it counts against its number's cap, and its cost is
 reserved from its sink's budget for the day. Caps count what was sent or is unknown (it may have
 been taken) over the cap's period, plus what is admitted and not settled: a row's `counted_at`
-says which (schema.py). The numbers of a batch
-are locked first (PostgreSQL; SQLite's writer is alone anyway), so two messages to one number
-racing on two instances cannot both pass. A message that ends without being taken (refused,
-held, skipped) gives its cost back (`refund`).
+says which (schema.py). The numbers of a batch are locked first (PostgreSQL; SQLite's writer is
+alone anyway), so two messages to one number racing on two instances cannot both pass. A message
+that ends without being taken (refused, held, skipped) gives its cost back (`refund`).
 """
 
 from __future__ import annotations
@@ -37,8 +36,9 @@ class Tally:
     spent: dict[tuple[str, str], int] = field(default_factory=dict)  # as it now stands
 
 
-Letting = tuple[float, int | None, str | None]
-"""A message let go: (admitted_at, charged, charged_day), the values its row is written with."""
+Letting = tuple[float, int | None, str | None, float]
+"""A message let go: (admitted_at, charged, charged_day, counted_at), the values its row is
+written with (counted_at: ON_ITS_WAY, until it settles)."""
 
 
 def tally(gates: Sequence[Gate], now: float) -> Program[Tally]:
@@ -79,7 +79,7 @@ def let_go(t: Tally, gate: Gate) -> Refusal | Letting:
         t.counts[to] = [now]
     else:
         times.append(now)
-    return (now, charged, gate.day if charged is not None else None)
+    return (now, charged, gate.day if charged is not None else None, ON_ITS_WAY)
 
 
 def take_back(t: Tally, gate: Gate, letting: Letting) -> None:
@@ -124,7 +124,7 @@ def admit(gates: Sequence[Gate]) -> Program[dict[str, Refusal]]:
             "UPDATE sends SET admitted_at = ?, charged = ?, charged_day = ?, counted_at = ? "
             "WHERE key IN ({in})",
             keys,
-            [*values, ON_ITS_WAY],
+            values,
         )
     yield from spend(t)
     return refused

@@ -18,7 +18,7 @@ from connector.errors import Fenced
 from connector.ledger.base import Counts, Entry, Instance, State, Transition
 from connector.ledger.claims import COLUMNS, entry_of
 from connector.ledger.gates import refund
-from connector.ledger.schema import COUNTED
+from connector.ledger.schema import counted_at
 from connector.ledger.steps import Now, Program, Rows, Run, RunMany, marks, rows_in, run_in
 
 UNKNOWN_AFTER_LAPSE = "the process stopped while the provider had the request; not resent"
@@ -114,7 +114,7 @@ def record_all(requests: list[tuple[Sequence[Transition], tuple[str, ...]]]) -> 
                     t.detail,
                     now,
                     t.not_before,
-                    now if t.state in _COUNTED else None,
+                    counted_at(t.state, now),
                     t.key,
                     t.created_at,
                     t.created_at,
@@ -138,7 +138,6 @@ def record_all(requests: list[tuple[Sequence[Transition], tuple[str, ...]]]) -> 
 
 
 _NOTED = frozenset({State.PENDING, State.UNKNOWN})
-_COUNTED = frozenset(State(s) for s in COUNTED)
 
 
 _PICK_FREE = (

@@ -8,6 +8,7 @@ written with rules it does not know.
 from __future__ import annotations
 
 from connector.errors import LedgerUnavailable
+from connector.ledger.base import State
 from connector.ledger.steps import Program, Rows, Run
 
 VERSION = 4
@@ -62,7 +63,13 @@ COUNTED_INDEX = (
     "CREATE INDEX IF NOT EXISTS sends_capped ON sends (recipient, counted_at) WHERE counted_at IS NOT NULL"
 )
 ON_ITS_WAY = 1e15  # counted_at of a message on its way: within any cap's period, whenever it ends
-COUNTED = ("sent", "unknown")  # the states a cap counts
+_COUNTED = frozenset({State.SENT, State.UNKNOWN})  # the states a cap counts
+
+
+def counted_at(state: State, now: float) -> float | None:
+    """`counted_at` of a message that comes to `state` at `now`."""
+    return now if state in _COUNTED else None
+
 
 _REST = (
     """CREATE TABLE IF NOT EXISTS notes (
